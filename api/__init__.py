@@ -1,0 +1,1 @@
+"""Pingyi (评议): public supervision of transport law enforcement."""

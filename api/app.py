@@ -1,0 +1,92 @@
+"""The app factory: settings in, a Sanic app with its blueprints, listeners and error renderer out."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sanic import Sanic
+from sanic.exceptions import SanicException
+from sanic.request import Request
+from sanic.response import HTTPResponse, json
+from sanic_ext import Extend
+
+from api import db
+from api.errors import AppError
+from api.redis import open_redis
+from api.settings import Settings, get_settings
+
+log = logging.getLogger("pingyi")
+
+_SANIC_CODES = {
+    404: ("not_found", "请求的地址不存在"),
+    405: ("method_not_allowed", "不支持该请求方法"),
+    413: ("payload_too_large", "请求体过大"),
+    400: ("bad_request", "请求格式有误"),
+    408: ("request_timeout", "请求超时"),
+}
+
+
+def create_app(settings: Settings | None = None, *, name: str = "pingyi") -> Sanic:
+    settings = settings or get_settings()
+    app = Sanic(name)
+    app.config.FALLBACK_ERROR_FORMAT = "json"
+    app.config.REQUEST_MAX_SIZE = 12 * 1024 * 1024
+    app.config.OAS_URL_PREFIX = "/docs"
+    app.config.API_TITLE = "Pingyi 评议 API"
+    app.config.API_VERSION = "1.0"
+    app.config.API_DESCRIPTION = "交通运输执法评议与监督"
+    app.ctx.settings = settings
+    Extend(app)
+    _register_listeners(app, settings)
+    _register_errors(app)
+    _register_blueprints(app)
+    return app
+
+
+def _register_listeners(app: Sanic, settings: Settings) -> None:
+    @app.before_server_start
+    async def open_clients(app: Sanic) -> None:
+        from api.services.context import build_context
+
+        await db.init_db(settings.database_url)
+        app.ctx.redis = open_redis(settings.redis_url)
+        app.ctx.services = build_context(settings, app.ctx.redis)
+
+    @app.after_server_stop
+    async def close_clients(app: Sanic) -> None:
+        await app.ctx.redis.aclose()
+        await db.close_db()
+
+
+def _error(status: int, code: str, message: str, **extra: Any) -> HTTPResponse:
+    body: dict[str, Any] = {"code": code, "message": message}
+    body.update(extra)
+    return json({"error": body}, status=status)
+
+
+def _register_errors(app: Sanic) -> None:
+    @app.exception(AppError)
+    async def app_error(request: Request, exc: AppError) -> HTTPResponse:
+        return json(exc.body(), status=exc.status, headers=exc.headers)
+
+    @app.exception(SanicException)
+    async def sanic_error(request: Request, exc: SanicException) -> HTTPResponse:
+        status = getattr(exc, "status_code", 500) or 500
+        code, message = _SANIC_CODES.get(status, ("bad_request", "请求有误"))
+        if status >= 500:
+            log.exception("unhandled error", exc_info=exc)
+            code, message = "internal_error", "服务器内部错误"
+        return _error(status, code, message)
+
+    @app.exception(Exception)
+    async def unexpected(request: Request, exc: Exception) -> HTTPResponse:
+        log.exception("unhandled error on %s %s", request.method, request.path, exc_info=exc)
+        return _error(500, "internal_error", "服务器内部错误")
+
+
+def _register_blueprints(app: Sanic) -> None:
+    from api.handlers import blueprints
+
+    for bp in blueprints():
+        app.blueprint(bp)

@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+from sanic import Blueprint
+from sanic.request import Request
+from sanic.response import HTTPResponse, json
+from sanic_ext import openapi
+
+from api.handlers.common import current_citizen, services
+from api.schemas import EvaluationCreate
+from api.services import card_lookup, citizen_cases
+from api.services.catalog import CATEGORIES
+from api.validation import parse_json
+
+bp = Blueprint("cards", url_prefix="/api/v1")
+
+
+@bp.get("/cards/<code:str>")
+@openapi.definition(summary="扫码查看执法人员信息（无需登录）", tag="citizen")
+async def get_card(request: Request, code: str) -> HTTPResponse:
+    return json(await card_lookup.public_card(services(request), code))
+
+
+@bp.post("/cards/<code:str>/evaluations")
+@openapi.definition(
+    summary="评价本次执法（1–5 级；2 级及以下自动立案回访）",
+    body={"application/json": EvaluationCreate},
+    tag="citizen",
+)
+async def rate(request: Request, code: str) -> HTTPResponse:
+    citizen = await current_citizen(request)
+    body = parse_json(request, EvaluationCreate)
+    return json(await citizen_cases.rate(services(request), citizen, code, body), status=201)
+
+
+@bp.get("/misconduct-categories")
+@openapi.definition(summary="投诉问题类别", tag="citizen")
+async def categories(request: Request) -> HTTPResponse:
+    items = [{"code": c.code, "label": c.label, "urgency": c.urgency} for c in CATEGORIES.values()]
+    return json({"items": items})

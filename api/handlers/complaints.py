@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+from sanic import Blueprint
+from sanic.request import Request
+from sanic.response import HTTPResponse, json
+from sanic_ext import openapi
+
+from api.handlers.common import current_citizen, services
+from api.schemas import ComplaintCreate, FeedbackCreate
+from api.services import citizen_cases
+from api.services.views import citizen_view
+from api.validation import parse_json
+
+bp = Blueprint("complaints", url_prefix="/api/v1")
+
+
+@bp.post("/complaints")
+@openapi.definition(summary="投诉举报", body={"application/json": ComplaintCreate}, tag="citizen")
+async def file_complaint(request: Request) -> HTTPResponse:
+    citizen = await current_citizen(request)
+    body = parse_json(request, ComplaintCreate)
+    return json(await citizen_cases.file_complaint(services(request), citizen, body), status=201)
+
+
+@bp.get("/complaints")
+@openapi.definition(summary="我的案件", tag="citizen")
+async def my_complaints(request: Request) -> HTTPResponse:
+    citizen = await current_citizen(request)
+    return json({"items": await citizen_cases.my_cases(citizen)})
+
+
+@bp.get("/complaints/<ticket_no:str>")
+@openapi.definition(summary="案件进度与办理过程", tag="citizen")
+async def complaint(request: Request, ticket_no: str) -> HTTPResponse:
+    citizen = await current_citizen(request)
+    return json(await citizen_view(await citizen_cases.own_case(citizen, ticket_no)))
+
+
+@bp.post("/complaints/<ticket_no:str>/feedback")
+@openapi.definition(
+    summary="评价办理结果（不满意则上一级复核）",
+    body={"application/json": FeedbackCreate},
+    tag="citizen",
+)
+async def feedback(request: Request, ticket_no: str) -> HTTPResponse:
+    citizen = await current_citizen(request)
+    body = parse_json(request, FeedbackCreate)
+    return json(await citizen_cases.give_feedback(services(request), citizen, ticket_no, body))

@@ -1,0 +1,108 @@
+"""A case: a misconduct report (投诉举报) or the follow-up of a bad rating (差评回访核实)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from tortoise import fields
+from tortoise.models import Model
+
+if TYPE_CHECKING:
+    from api.models.citizen import Citizen
+    from api.models.org import Card, Officer, Unit
+    from api.models.staff import StaffUser
+
+
+class CaseKind:
+    COMPLAINT = "complaint"
+    BAD_RATING = "bad_rating"
+
+
+class CaseStatus:
+    RECEIVED = "received"  # 待签收
+    ACKNOWLEDGED = "acknowledged"  # 办理中
+    REPLIED = "replied"  # 已答复，待评价
+    RECHECKING = "rechecking"  # 复核中
+    CLOSED = "closed"  # 已办结
+
+    OPEN = (RECEIVED, ACKNOWLEDGED, REPLIED, RECHECKING)
+
+
+class Case(Model):
+    id = fields.IntField(primary_key=True)
+    ticket_no = fields.CharField(max_length=20, unique=True)
+    kind = fields.CharField(max_length=12)
+    status = fields.CharField(max_length=12, db_index=True)
+    urgency = fields.CharField(max_length=8, default="normal")  # normal | high | urgent
+    sla_profile = fields.CharField(max_length=40)
+    officer: fields.ForeignKeyRelation[Officer] = fields.ForeignKeyField(
+        "models.Officer", related_name="cases"
+    )
+    card: fields.ForeignKeyNullableRelation[Card] = fields.ForeignKeyField(
+        "models.Card", related_name="cases", null=True
+    )
+    origin_unit: fields.ForeignKeyRelation[Unit] = fields.ForeignKeyField(
+        "models.Unit", related_name="origin_cases"
+    )
+    handling_unit: fields.ForeignKeyRelation[Unit] = fields.ForeignKeyField(
+        "models.Unit", related_name="handling_cases"
+    )
+    handling_path = fields.CharField(max_length=100, db_index=True)
+    citizen: fields.ForeignKeyRelation[Citizen] = fields.ForeignKeyField(
+        "models.Citizen", related_name="cases"
+    )
+    anonymous = fields.BooleanField(default=False)
+    contact_phone = fields.CharField(max_length=11, null=True)
+    from_public_supervisor = fields.BooleanField(default=False)
+    categories: fields.Field[list[str]] = fields.JSONField(default=list)
+    description = fields.TextField(default="")
+    location = fields.CharField(max_length=200, default="")
+    occurred_at = fields.DatetimeField(null=True)
+    discipline_flag = fields.BooleanField(default=False)  # 纪检 channel (BRIBERY)
+    criticism_flag = fields.BooleanField(default=False)  # 通报 in the assessment
+    received_at = fields.DatetimeField()
+    acknowledged_at = fields.DatetimeField(null=True)
+    replied_at = fields.DatetimeField(null=True)
+    closed_at = fields.DatetimeField(null=True)
+    close_reason = fields.CharField(max_length=30, null=True)
+    reply_message = fields.TextField(null=True)
+    recheck_reply_message = fields.TextField(null=True)
+    satisfied = fields.BooleanField(null=True)
+    feedback_comment = fields.TextField(null=True)
+    recheck_count = fields.SmallIntField(default=0)
+    transfer_count = fields.SmallIntField(default=0)
+    # The nearest deadline of a running clock: the inbox sorts on it ("most urgent first").
+    next_due_at = fields.DatetimeField(null=True, db_index=True)
+    version = fields.IntField(default=0)
+    officer_id: int
+    card_id: int | None
+    origin_unit_id: int
+    handling_unit_id: int
+    citizen_id: int
+
+    class Meta:
+        table = "case"
+
+
+class CaseEvent(Model):
+    """What happened to a case, in order; ``public`` events make the citizen's timeline."""
+
+    id = fields.IntField(primary_key=True)
+    case: fields.ForeignKeyRelation[Case] = fields.ForeignKeyField(
+        "models.Case", related_name="events", on_delete=fields.CASCADE
+    )
+    kind = fields.CharField(max_length=40)
+    actor = fields.CharField(max_length=10)  # citizen | staff | system
+    staff: fields.ForeignKeyNullableRelation[StaffUser] = fields.ForeignKeyField(
+        "models.StaffUser", related_name="case_events", null=True, on_delete=fields.SET_NULL
+    )
+    public = fields.BooleanField(default=True)
+    text = fields.TextField()
+    data: fields.Field[dict[str, Any]] = fields.JSONField(default=dict)
+    created_at = fields.DatetimeField()
+    case_id: int
+    staff_id: int | None
+
+    class Meta:
+        table = "case_event"
+        ordering = ("id",)

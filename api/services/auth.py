@@ -1,0 +1,115 @@
+"""Sign-in for citizens (WeChat login code) and staff (password), and bearer-token sessions."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+
+from api import clock
+from api.errors import Unauthorized, UpstreamUnavailable
+from api.integrations.wechat import WeChatError
+from api.models import AuthSession, Citizen, StaffUser
+from api.services.context import Services
+from api.services.passwords import verify_password
+
+# WeChat jscode2session errors (TEST-VECTORS.md): a bad or reused code is the user's to retry;
+# -1 (busy) and 45011 (too frequent) are WeChat's, so the client should come back later.
+_CODE_ERRORS = {
+    40029: "登录凭证无效，请重新进入小程序",
+    40163: "登录凭证已被使用，请重新进入小程序",
+}
+_BUSY_ERRORS = {-1, 45011}
+LOCK_AFTER_FAILURES = 5
+LOCK_MINUTES = 15
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    token: str
+    expires_in: int
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+async def _issue(
+    *, kind: str, ttl: int, citizen_id: int | None = None, staff_id: int | None = None
+) -> IssuedToken:
+    token = secrets.token_urlsafe(32)
+    await AuthSession.create(
+        token_hash=_hash(token),
+        kind=kind,
+        citizen_id=citizen_id,
+        staff_id=staff_id,
+        expires_at=clock.now() + timedelta(seconds=ttl),
+    )
+    return IssuedToken(token=token, expires_in=ttl)
+
+
+async def login_citizen(services: Services, code: str) -> IssuedToken:
+    try:
+        session = await services.wechat.code_to_session(code)
+    except WeChatError as exc:
+        if exc.errcode in _BUSY_ERRORS:
+            raise UpstreamUnavailable(
+                "微信服务繁忙，请稍后重试", code="wechat_busy", headers={"Retry-After": "5"}
+            ) from exc
+        message = _CODE_ERRORS.get(exc.errcode, "微信登录失败，请重新进入小程序")
+        raise Unauthorized(
+            message, code="wechat_code_invalid", details={"errcode": exc.errcode}
+        ) from exc
+    citizen, _ = await Citizen.get_or_create(
+        openid=session.openid, defaults={"unionid": session.unionid}
+    )
+    return await _issue(
+        kind="citizen", ttl=services.settings.citizen_token_ttl, citizen_id=citizen.id
+    )
+
+
+async def login_staff(services: Services, username: str, password: str) -> IssuedToken:
+    user = await StaffUser.get_or_none(username=username)
+    now = clock.now()
+    if user is not None and user.locked_until is not None and user.locked_until > now:
+        raise Unauthorized(
+            "登录失败次数过多，账号已临时锁定，请15分钟后再试", code="account_locked"
+        )
+    if user is None or not user.is_active or not verify_password(user.password_hash, password):
+        if user is not None:
+            user.failed_logins += 1
+            if user.failed_logins >= LOCK_AFTER_FAILURES:
+                user.failed_logins, user.locked_until = 0, now + timedelta(minutes=LOCK_MINUTES)
+            await user.save(update_fields=["failed_logins", "locked_until"])
+        raise Unauthorized("用户名或密码错误", code="invalid_credentials")
+    if user.failed_logins:
+        user.failed_logins = 0
+        await user.save(update_fields=["failed_logins"])
+    return await _issue(kind="staff", ttl=services.settings.staff_token_ttl, staff_id=user.id)
+
+
+async def session_for(token: str, kind: str) -> AuthSession:
+    session = await AuthSession.get_or_none(token_hash=_hash(token), kind=kind)
+    if session is None or session.revoked_at is not None or session.expires_at <= clock.now():
+        raise Unauthorized("登录已失效，请重新登录", code="token_invalid")
+    return session
+
+
+async def citizen_for(token: str) -> Citizen:
+    session = await session_for(token, "citizen")
+    return await Citizen.get(id=session.citizen_id)
+
+
+async def staff_for(token: str) -> StaffUser:
+    session = await session_for(token, "staff")
+    user = await StaffUser.get(id=session.staff_id).prefetch_related("unit")
+    if not user.is_active:
+        raise Unauthorized("账号已停用", code="account_disabled")
+    return user
+
+
+async def revoke(token: str) -> None:
+    await AuthSession.filter(token_hash=_hash(token), revoked_at__isnull=True).update(
+        revoked_at=clock.now()
+    )

@@ -1,0 +1,139 @@
+"""Use cases of the citizen: rate an encounter, report misconduct, follow a case, give feedback."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from tortoise.transactions import in_transaction
+
+from api import clock
+from api.errors import Conflict, NotFound, ValidationFailed
+from api.integrations.sms import normalize_phone
+from api.models import Case, Citizen, Evaluation, Officer
+from api.models.case import CaseKind
+from api.schemas import ComplaintCreate, EvaluationCreate, FeedbackCreate
+from api.services import lifecycle
+from api.services.card_lookup import active_card
+from api.services.context import Services
+from api.services.views import citizen_summary, citizen_view
+
+RATING_WINDOW = timedelta(hours=24)
+BAD_RATING_MAX = 2  # levels 1–2 are a 差评 (DOMAIN.md)
+
+
+async def rate(
+    services: Services, citizen: Citizen, code: str, body: EvaluationCreate
+) -> dict[str, Any]:
+    card = await active_card(code)
+    now = clock.now()
+    async with in_transaction() as conn:
+        # One evaluation per user per card per 24 h; the citizen row lock serialises double taps.
+        await Citizen.filter(id=citizen.id).select_for_update().using_db(conn)
+        recent = (
+            await Evaluation.filter(
+                card_id=card.id, citizen_id=citizen.id, created_at__gt=now - RATING_WINDOW
+            )
+            .using_db(conn)
+            .exists()
+        )
+        if recent:
+            raise Conflict("您在24小时内已评价过本次执法，感谢您的监督", code="already_rated")
+        case = None
+        if body.level <= BAD_RATING_MAX:
+            officer = await Officer.get(id=card.officer_id, using_db=conn)
+            case = await lifecycle.open_case(
+                services,
+                kind=CaseKind.BAD_RATING,
+                officer=officer,
+                citizen_id=citizen.id,
+                card_id=card.id,
+                categories=[],
+                description=body.comment,
+                conn=conn,
+            )
+        evaluation = await Evaluation.create(
+            card_id=card.id,
+            officer_id=card.officer_id,
+            citizen_id=citizen.id,
+            level=body.level,
+            dimensions=body.dimensions,
+            answers=body.answers,
+            comment=body.comment,
+            case_id=case.id if case else None,
+            created_at=now,
+            using_db=conn,
+        )
+    return {
+        "id": evaluation.id,
+        "level": evaluation.level,
+        "created_at": clock.iso(evaluation.created_at),
+        "ticket_no": case.ticket_no if case else None,
+    }
+
+
+def _contact_phone(body: ComplaintCreate) -> str | None:
+    if body.anonymous or not body.phone:
+        return None
+    try:
+        return normalize_phone(body.phone)
+    except ValueError as exc:
+        raise ValidationFailed(
+            "手机号码无效", details={"fields": [{"field": "phone", "reason": "手机号码无效"}]}
+        ) from exc
+
+
+async def file_complaint(
+    services: Services, citizen: Citizen, body: ComplaintCreate
+) -> dict[str, Any]:
+    card = await active_card(body.card_code)
+    phone = _contact_phone(body)
+    async with in_transaction() as conn:
+        officer = await Officer.get(id=card.officer_id, using_db=conn)
+        case = await lifecycle.open_case(
+            services,
+            kind=CaseKind.COMPLAINT,
+            officer=officer,
+            citizen_id=citizen.id,
+            card_id=card.id,
+            categories=body.categories,
+            description=body.description,
+            anonymous=body.anonymous,
+            contact_phone=phone,
+            occurred_at=body.occurred_at,
+            location=body.location,
+            public_supervisor=citizen.is_public_supervisor,
+            conn=conn,
+        )
+    view = await citizen_view(case)
+    return {
+        "ticket_no": case.ticket_no,
+        "status": case.status,
+        "deadlines": view["deadlines"],
+        "case": view,
+    }
+
+
+async def own_case(citizen: Citizen, ticket_no: str) -> Case:
+    # Another citizen's case is answered exactly like a missing one: existence does not leak.
+    case = await Case.get_or_none(ticket_no=ticket_no, citizen_id=citizen.id)
+    if case is None:
+        raise NotFound("未找到该案件", code="case_not_found")
+    return case
+
+
+async def my_cases(citizen: Citizen) -> list[dict[str, Any]]:
+    cases = await Case.filter(citizen_id=citizen.id).order_by("-received_at").limit(100)
+    return [citizen_summary(c) for c in cases]
+
+
+async def give_feedback(
+    services: Services, citizen: Citizen, ticket_no: str, body: FeedbackCreate
+) -> dict[str, Any]:
+    case = await own_case(citizen, ticket_no)
+    async with in_transaction() as conn:
+        case = await Case.filter(id=case.id).select_for_update().using_db(conn).get()
+        await lifecycle.feedback(
+            services, case, satisfied=body.satisfied, comment=body.comment, conn=conn
+        )
+    return await citizen_view(case)

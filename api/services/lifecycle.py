@@ -1,0 +1,239 @@
+"""A case's life: opened on receipt with its clocks, acknowledged, replied, re-checked, closed.
+
+Every function here runs inside the caller's transaction (``conn``) and never commits on its own.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime
+
+from tortoise.backends.base.client import BaseDBAsyncClient
+
+from api import clock
+from api.errors import Conflict
+from api.models import Case, Officer, Unit
+from api.models.case import CaseKind, CaseStatus
+from api.services import clocks
+from api.services.catalog import CATEGORIES, needs_discipline, urgency_of
+from api.services.context import Services
+from api.services.outbox import enqueue_sms
+from api.services.routing import handling_unit_for, supervising_unit
+from api.services.timeline import record_event
+from api.texts import STATUS
+
+REPLY_CLOCKS = (
+    "first_contact",
+    "reply",
+    "reply_urgent",
+    "bad_rating_followup",
+    "bad_rating_rectify",
+)
+
+
+def new_ticket_no(at: datetime) -> str:
+    return f"PY{clock.to_china(at):%y%m%d}{secrets.randbelow(10**8):08d}"
+
+
+async def open_case(
+    services: Services,
+    *,
+    kind: str,
+    officer: Officer,
+    citizen_id: int,
+    card_id: int | None,
+    categories: list[str],
+    description: str = "",
+    anonymous: bool = False,
+    contact_phone: str | None = None,
+    occurred_at: datetime | None = None,
+    location: str = "",
+    public_supervisor: bool = False,
+    conn: BaseDBAsyncClient,
+) -> Case:
+    now = clock.now()
+    officer_unit = await Unit.get(id=officer.unit_id, using_db=conn)
+    unit = await handling_unit_for(officer_unit, categories, public_supervisor=public_supervisor)
+    policy = services.policy
+    case = await Case.create(
+        ticket_no=new_ticket_no(now),
+        kind=kind,
+        status=CaseStatus.RECEIVED,
+        urgency=urgency_of(categories),
+        sla_profile=policy.name,
+        officer_id=officer.id,
+        card_id=card_id,
+        origin_unit_id=officer_unit.id,
+        handling_unit_id=unit.id,
+        handling_path=unit.path,
+        citizen_id=citizen_id,
+        anonymous=anonymous,
+        contact_phone=None if anonymous else contact_phone,
+        from_public_supervisor=public_supervisor,
+        categories=categories,
+        description=description,
+        location=location,
+        occurred_at=occurred_at,
+        discipline_flag=needs_discipline(categories),
+        received_at=now,
+        using_db=conn,
+    )
+    calendar = await services.calendar(policy)
+    for kind_ in _clocks_on_receipt(case):
+        await clocks.start_clock(case, kind_, at=now, policy=policy, calendar=calendar, conn=conn)
+    await clocks.refresh_next_due(case, conn=conn)
+    event = "received" if kind == CaseKind.COMPLAINT else "bad_rating_received"
+    await record_event(case, event, conn=conn, unit=unit.name)
+    if case.urgency == "urgent" and unit.leader_phone:
+        labels = "、".join(CATEGORIES[c].label for c in categories if c in CATEGORIES)
+        await enqueue_sms(
+            services,
+            phone=unit.leader_phone,
+            template="urgent_case",
+            urgent=True,
+            params={"ticket": case.ticket_no, "category": labels},
+            purpose="urgent_case",
+            case_id=case.id,
+            conn=conn,
+        )
+    return case
+
+
+def _clocks_on_receipt(case: Case) -> list[str]:
+    # The clock starts on receipt, not on acknowledgement: 即接即办 (12328).
+    if case.kind == CaseKind.BAD_RATING:
+        return ["acknowledge", "bad_rating_followup", "bad_rating_rectify"]
+    kinds = ["acknowledge", "reply_urgent" if case.urgency == "urgent" else "reply"]
+    if case.contact_phone:
+        kinds.append("first_contact")
+    return kinds
+
+
+def require_status(case: Case, *allowed: str) -> None:
+    if case.status not in allowed:
+        raise Conflict(
+            f"案件当前状态为“{STATUS.get(case.status, case.status)}”，不能进行此操作",
+            code="invalid_state",
+            details={"status": case.status, "version": case.version},
+        )
+
+
+async def save_case(case: Case, conn: BaseDBAsyncClient, *fields: str) -> None:
+    case.version += 1
+    await case.save(using_db=conn, update_fields=[*fields, "version"])
+
+
+async def acknowledge(case: Case, *, staff_id: int, conn: BaseDBAsyncClient) -> None:
+    require_status(case, CaseStatus.RECEIVED)
+    now = clock.now()
+    case.status, case.acknowledged_at = CaseStatus.ACKNOWLEDGED, now
+    await save_case(case, conn, "status", "acknowledged_at")
+    await clocks.stop_clocks(case, ("acknowledge",), at=now, conn=conn)
+    await clocks.refresh_next_due(case, conn=conn)
+    unit = await Unit.get(id=case.handling_unit_id, using_db=conn)
+    await record_event(
+        case, "acknowledged", actor="staff", staff_id=staff_id, conn=conn, unit=unit.name
+    )
+
+
+async def reply(
+    services: Services, case: Case, *, staff_id: int, message: str, conn: BaseDBAsyncClient
+) -> None:
+    require_status(case, CaseStatus.ACKNOWLEDGED, CaseStatus.RECHECKING)
+    now = clock.now()
+    unit = await Unit.get(id=case.handling_unit_id, using_db=conn)
+    if case.status == CaseStatus.RECHECKING:
+        # 复核 is the last word: the re-check reply closes the case.
+        case.recheck_reply_message = message
+        await record_event(
+            case,
+            "recheck_replied",
+            actor="staff",
+            staff_id=staff_id,
+            conn=conn,
+            unit=unit.name,
+            message=message,
+        )
+        await close_case(
+            case,
+            reason="rechecked",
+            event="closed",
+            conn=conn,
+            extra_fields=("recheck_reply_message",),
+        )
+        return
+    case.status, case.replied_at, case.reply_message = CaseStatus.REPLIED, now, message
+    await save_case(case, conn, "status", "replied_at", "reply_message")
+    await clocks.stop_clocks(case, REPLY_CLOCKS, at=now, conn=conn)
+    policy = services.profile(case.sla_profile)
+    calendar = await services.calendar(policy)
+    await clocks.start_clock(
+        case, "feedback_window", at=now, policy=policy, calendar=calendar, conn=conn
+    )
+    await clocks.refresh_next_due(case, conn=conn)
+    await record_event(
+        case,
+        "replied",
+        actor="staff",
+        staff_id=staff_id,
+        conn=conn,
+        unit=unit.name,
+        message=message,
+    )
+
+
+async def feedback(
+    services: Services, case: Case, *, satisfied: bool, comment: str, conn: BaseDBAsyncClient
+) -> None:
+    require_status(case, CaseStatus.REPLIED)
+    case.satisfied, case.feedback_comment = satisfied, comment
+    if satisfied or case.recheck_count >= 1:
+        await record_event(
+            case, "feedback_satisfied" if satisfied else "closed", actor="citizen", conn=conn
+        )
+        await close_case(
+            case,
+            reason="satisfied" if satisfied else "closed",
+            event=None,
+            conn=conn,
+            extra_fields=("satisfied", "feedback_comment"),
+        )
+        return
+    now = clock.now()
+    current = await Unit.get(id=case.handling_unit_id, using_db=conn)
+    above = await supervising_unit(current)
+    case.status, case.recheck_count = CaseStatus.RECHECKING, case.recheck_count + 1
+    case.handling_unit_id, case.handling_path = above.id, above.path
+    await save_case(
+        case,
+        conn,
+        "status",
+        "recheck_count",
+        "handling_unit_id",
+        "handling_path",
+        "satisfied",
+        "feedback_comment",
+    )
+    await clocks.stop_clocks(case, ("feedback_window",), at=now, conn=conn)
+    policy = services.profile(case.sla_profile)
+    calendar = await services.calendar(policy)
+    await clocks.start_clock(case, "recheck", at=now, policy=policy, calendar=calendar, conn=conn)
+    await clocks.refresh_next_due(case, conn=conn)
+    await record_event(case, "feedback_unsatisfied", actor="citizen", conn=conn, unit=above.name)
+
+
+async def close_case(
+    case: Case,
+    *,
+    reason: str,
+    event: str | None,
+    conn: BaseDBAsyncClient,
+    extra_fields: tuple[str, ...] = (),
+) -> None:
+    now = clock.now()
+    case.status, case.closed_at, case.close_reason = CaseStatus.CLOSED, now, reason
+    await save_case(case, conn, "status", "closed_at", "close_reason", *extra_fields)
+    await clocks.stop_all_clocks(case, at=now, conn=conn)
+    await clocks.refresh_next_due(case, conn=conn)
+    if event:
+        await record_event(case, event, conn=conn)

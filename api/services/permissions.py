@@ -1,0 +1,47 @@
+"""Roles are named sets of capabilities, checked here and nowhere else."""
+
+from __future__ import annotations
+
+from tortoise.expressions import Q
+
+from api.errors import Forbidden
+from api.models import StaffUser
+
+CASE_VIEW = "case.view"
+CASE_ACT = "case.act"
+SMS_VIEW = "sms.view"
+
+ROLES: dict[str, frozenset[str]] = {
+    "handler": frozenset({CASE_VIEW, CASE_ACT}),
+    "supervisor": frozenset({CASE_VIEW, CASE_ACT}),
+    "unit_leader": frozenset({CASE_VIEW}),
+    "city_admin": frozenset({CASE_VIEW}),
+    "province_admin": frozenset({CASE_VIEW, CASE_ACT, SMS_VIEW}),
+}
+
+ROLE_NAMES = {
+    "handler": "办理人员",
+    "supervisor": "督察/法制科室",
+    "unit_leader": "单位负责人",
+    "city_admin": "市级管理员",
+    "province_admin": "省级管理员",
+}
+
+
+def can(user: StaffUser, capability: str) -> bool:
+    return capability in ROLES.get(user.role, frozenset())
+
+
+def require(user: StaffUser, capability: str) -> None:
+    if not can(user, capability):
+        raise Forbidden(
+            "您的角色无权进行此操作", code="capability_missing", details={"capability": capability}
+        )
+
+
+def case_scope(user: StaffUser, unit_path: str) -> Q:
+    """Cases a staff member may see: their unit's subtree, never a case about themself."""
+    scope = Q(handling_path__startswith=unit_path)
+    if user.officer_id is not None:
+        scope &= ~Q(officer_id=user.officer_id)
+    return scope

@@ -1,0 +1,119 @@
+"""How a case looks to the citizen who filed it and to the staff who handle it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from api import clock
+from api.models import Case, CaseClock, Officer, Unit
+from api.models.case import CaseStatus
+from api.models.clock import ClockStatus
+from api.services.catalog import CATEGORIES
+from api.services.timeline import event_view, events_of
+from api.texts import CLOCKS, KINDS, STATUS
+
+
+def mask_phone(phone: str | None) -> str | None:
+    return None if not phone else f"{phone[:3]}****{phone[-4:]}"
+
+
+def _categories(codes: list[str]) -> list[dict[str, str]]:
+    return [{"code": c, "label": CATEGORIES[c].label} for c in codes if c in CATEGORIES]
+
+
+async def deadlines(case: Case, *, running_only: bool = True) -> list[dict[str, Any]]:
+    query = CaseClock.filter(case_id=case.id)
+    if running_only:
+        query = query.filter(status=ClockStatus.RUNNING)
+    return [
+        {
+            "clock": c.kind,
+            "label": CLOCKS.get(c.kind, c.kind),
+            "status": c.status,
+            "due_at": clock.iso(c.due_at),
+            "breached": c.breached_at is not None,
+        }
+        for c in await query.order_by("due_at")
+    ]
+
+
+async def _base(case: Case) -> dict[str, Any]:
+    unit = await Unit.get(id=case.handling_unit_id)
+    return {
+        "ticket_no": case.ticket_no,
+        "kind": case.kind,
+        "kind_label": KINDS.get(case.kind, case.kind),
+        "status": case.status,
+        "status_label": STATUS.get(case.status, case.status),
+        "categories": _categories(case.categories),
+        "description": case.description,
+        "handling_unit": {"code": unit.code, "name": unit.name},
+        "received_at": clock.iso(case.received_at),
+        "replied_at": clock.iso(case.replied_at),
+        "closed_at": clock.iso(case.closed_at),
+        "reply": case.reply_message,
+        "recheck_reply": case.recheck_reply_message,
+    }
+
+
+async def citizen_view(case: Case) -> dict[str, Any]:
+    view = await _base(case)
+    view.update(
+        anonymous=case.anonymous,
+        deadlines=await deadlines(case),
+        can_feedback=case.status == CaseStatus.REPLIED,
+        timeline=[event_view(e) for e in await events_of(case, public_only=True)],
+    )
+    return view
+
+
+def citizen_summary(case: Case) -> dict[str, Any]:
+    return {
+        "ticket_no": case.ticket_no,
+        "kind": case.kind,
+        "status": case.status,
+        "status_label": STATUS.get(case.status, case.status),
+        "received_at": clock.iso(case.received_at),
+    }
+
+
+def _reporter(case: Case) -> dict[str, Any]:
+    # Anonymous reporters are invisible to every staff role (DOMAIN.md, routing and independence).
+    if case.anonymous:
+        return {"anonymous": True}
+    return {"anonymous": False, "phone": mask_phone(case.contact_phone)}
+
+
+async def staff_view(case: Case) -> dict[str, Any]:
+    view = await _base(case)
+    officer = await Officer.get(id=case.officer_id).prefetch_related("unit")
+    view.update(
+        urgency=case.urgency,
+        officer={"name": officer.name, "cert_no": officer.cert_no, "unit": officer.unit.name},
+        reporter=_reporter(case),
+        from_public_supervisor=case.from_public_supervisor,
+        discipline_flag=case.discipline_flag,
+        criticism_flag=case.criticism_flag,
+        satisfied=case.satisfied,
+        version=case.version,
+        next_due_at=clock.iso(case.next_due_at),
+        clocks=await deadlines(case, running_only=False),
+        events=[
+            {**event_view(e), "public": e.public} for e in await events_of(case, public_only=False)
+        ],
+    )
+    return view
+
+
+def staff_summary(case: Case) -> dict[str, Any]:
+    return {
+        "ticket_no": case.ticket_no,
+        "kind": case.kind,
+        "status": case.status,
+        "status_label": STATUS.get(case.status, case.status),
+        "urgency": case.urgency,
+        "categories": _categories(case.categories),
+        "received_at": clock.iso(case.received_at),
+        "next_due_at": clock.iso(case.next_due_at),
+        "overdue": case.next_due_at is not None and case.next_due_at <= clock.now(),
+    }

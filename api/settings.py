@@ -1,0 +1,54 @@
+"""One typed settings object, read from the environment (prefix ``PINGYI_``)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PINGYI_", extra="ignore")
+
+    environment: str = "development"  # development | test | production
+    host: str = "127.0.0.1"
+    port: int = 8000
+    database_url: str = f"sqlite://{ROOT / 'var' / 'pingyi.sqlite3'}"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_prefix: str = "pingyi:"
+    public_base_url: str = "https://pingyi.example.gov.cn"
+    cards_dir: Path = ROOT / "var" / "cards"
+    sla_policy: Path = ROOT / "config" / "sla.toml"
+    sms_config: Path = ROOT / "config" / "sms.toml"
+
+    secret_key: str = "dev-only-secret-change-me"
+    citizen_token_ttl: int = 7 * 24 * 3600
+    staff_token_ttl: int = 8 * 3600
+
+    wechat_appid: str = "wxpingyidemo000001"
+    wechat_secret: str = "pingyi-demo-wechat-secret"
+    wechat_api_base: str = "https://api.weixin.qq.com/"
+    wechat_timeout: float = 5.0
+
+    sms_access_key_id: str = "pingyi-demo-key"
+    sms_access_key_secret: str = "pingyi-demo-secret"
+    sms_region: str = "cn-hangzhou"
+    sms_endpoint: str = "dysmsapi.aliyuncs.com"
+    sms_protocol: str = "https"
+    sms_timeout: float = 5.0
+
+    worker_poll_seconds: float = 2.0
+    worker_batch: int = 200
+    sms_lease_seconds: int = 60
+
+    @property
+    def is_production(self) -> bool:
+        return self.environment == "production"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

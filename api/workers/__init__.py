@@ -1,0 +1,1 @@
+"""Background work that must happen once: escalation steps and the SMS outbox."""

@@ -1,0 +1,69 @@
+// One case as its citizen sees it: status, deadlines, the public timeline and, once replied,
+// the 满意/不满意 buttons. 不满意 sends the case to 复核 one level up.
+const api = require('../../utils/api')
+const { formatTime } = require('../../utils/format')
+
+function present(view) {
+  return {
+    ...view,
+    received: formatTime(view.received_at),
+    deadlines: (view.deadlines || []).map((d) => ({ ...d, due: formatTime(d.due_at) })),
+    timeline: (view.timeline || []).map((e, i) => ({ ...e, key: i, time: formatTime(e.at) }))
+  }
+}
+
+Page({
+  data: {
+    ticket: '',
+    view: null,
+    comment: '',
+    sending: false
+  },
+
+  onLoad(options) {
+    this.setData({ ticket: options.ticket || '' })
+    if (options.new) wx.showToast({ title: '已提交', icon: 'success' })
+    this.load()
+  },
+
+  onPullDownRefresh() {
+    this.load().then(() => wx.stopPullDownRefresh())
+  },
+
+  async load() {
+    try {
+      this.setData({ view: present(await api.complaint(this.data.ticket)) })
+    } catch (e) {
+      api.showError(e)
+    }
+  },
+
+  onComment(event) {
+    this.setData({ comment: event.detail.value })
+  },
+
+  satisfied() {
+    this.send(true)
+  },
+
+  unsatisfied() {
+    wx.showModal({
+      title: '对处理结果不满意',
+      content: '将由上一级单位复核，确定提交吗？',
+      success: (res) => res.confirm && this.send(false)
+    })
+  },
+
+  async send(satisfied) {
+    this.setData({ sending: true })
+    try {
+      const view = await api.feedback(this.data.ticket, { satisfied, comment: this.data.comment.trim() })
+      this.setData({ view: present(view), comment: '' })
+      wx.showToast({ title: '感谢您的反馈', icon: 'success' })
+    } catch (e) {
+      api.showError(e)
+    } finally {
+      this.setData({ sending: false })
+    }
+  }
+})
