@@ -47,9 +47,12 @@ def create_app(settings: Settings | None = None, *, name: str = "pingyi") -> San
 def _register_listeners(app: Sanic, settings: Settings) -> None:
     @app.before_server_start
     async def open_clients(app: Sanic) -> None:
+        from api.services.auth import refuse_demo_accounts
         from api.services.context import build_context
 
         await db.init_db(settings.database_url)
+        if settings.is_production:
+            await refuse_demo_accounts()
         app.ctx.redis = open_redis(settings.redis_url)
         app.ctx.services = build_context(settings, app.ctx.redis)
 

@@ -239,7 +239,7 @@ def _write_card_files(settings: Settings, cards: list[DemoCard]) -> Path:
     return index
 
 
-async def _run(settings: Settings, *, demo: bool) -> None:
+async def run(settings: Settings, *, demo: bool) -> None:
     if demo and settings.is_production:
         raise SystemExit("拒绝在生产环境创建演示账号 / refusing demo accounts in production")
     if settings.database_url.startswith("sqlite://"):
@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m api.seed", description=__doc__)
     parser.add_argument("--demo", action="store_true", help="also create the Changsha demo data")
     args = parser.parse_args(argv)
-    asyncio.run(_run(get_settings(), demo=args.demo))
+    asyncio.run(run(get_settings(), demo=args.demo))
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ class Settings(BaseSettings):
     sla_policy: Path = ROOT / "config" / "sla.toml"
     sms_config: Path = ROOT / "config" / "sms.toml"
 
-    secret_key: str = "dev-only-secret-change-me"
     citizen_token_ttl: int = 7 * 24 * 3600
     staff_token_ttl: int = 8 * 3600
 

@@ -69,7 +69,9 @@ async def make_world() -> World:
     await staff("city-4301", "4301", "supervisor", phone="13900004301")
     await staff("county-430102", "430102", "handler", phone="13900430102")
     await staff("county-430103", "430103", "handler")
-    account = await staff("officer-430102", "430102", "handler", officer=officer)
+    account = await staff(
+        "officer-430102", "430102", "handler", officer=officer, phone="13700430102"
+    )
     return World(officer, card, other, other_card, account)
 
 

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 
 from api import clock
+from api.db import column
 from api.errors import Unauthorized, UpstreamUnavailable
 from api.integrations.wechat import WeChatError
 from api.models import AuthSession, Citizen, StaffUser
 from api.services.context import Services
-from api.services.passwords import verify_password
+from api.services.passwords import dummy_verify, verify_password
 
 # WeChat jscode2session errors (TEST-VECTORS.md): a bad or reused code is the user's to retry;
 # -1 (busy) and 45011 (too frequent) are WeChat's, so the client should come back later.
@@ -76,12 +78,17 @@ async def login_staff(services: Services, username: str, password: str) -> Issue
         raise Unauthorized(
             "登录失败次数过多，账号已临时锁定，请15分钟后再试", code="account_locked"
         )
-    if user is None or not user.is_active or not verify_password(user.password_hash, password):
-        if user is not None:
-            user.failed_logins += 1
-            if user.failed_logins >= LOCK_AFTER_FAILURES:
-                user.failed_logins, user.locked_until = 0, now + timedelta(minutes=LOCK_MINUTES)
-            await user.save(update_fields=["failed_logins", "locked_until"])
+    # argon2 takes tens of milliseconds: off the event loop, and as long for unknown users.
+    if user is None:
+        await asyncio.to_thread(dummy_verify, password)
+        raise Unauthorized("用户名或密码错误", code="invalid_credentials")
+    if not (
+        user.is_active and await asyncio.to_thread(verify_password, user.password_hash, password)
+    ):
+        user.failed_logins += 1
+        if user.failed_logins >= LOCK_AFTER_FAILURES:
+            user.failed_logins, user.locked_until = 0, now + timedelta(minutes=LOCK_MINUTES)
+        await user.save(update_fields=["failed_logins", "locked_until"])
         raise Unauthorized("用户名或密码错误", code="invalid_credentials")
     if user.failed_logins:
         user.failed_logins = 0
@@ -113,3 +120,10 @@ async def revoke(token: str) -> None:
     await AuthSession.filter(token_hash=_hash(token), revoked_at__isnull=True).update(
         revoked_at=clock.now()
     )
+
+
+async def refuse_demo_accounts() -> None:
+    """Production never starts while a demo account (known password) exists."""
+    demo = await column(StaffUser.filter(is_demo=True), "username")
+    if demo:
+        raise RuntimeError(f"refusing to start in production with demo accounts: {', '.join(demo)}")

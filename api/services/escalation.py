@@ -65,9 +65,14 @@ async def _warn(
     services: Services, case: Case, clk: CaseClock, step: EscalationStep, conn: BaseDBAsyncClient
 ) -> None:
     unit = await Unit.get(id=case.handling_unit_id, using_db=conn)
-    handlers = StaffUser.filter(
-        unit_id=unit.id, role__in=HANDLER_ROLES, is_active=True, phone__isnull=False
-    ).using_db(conn)
+    # The accused officer is never told about a case about themself, even with a staff account.
+    handlers = (
+        StaffUser.filter(
+            unit_id=unit.id, role__in=HANDLER_ROLES, is_active=True, phone__isnull=False
+        )
+        .exclude(officer_id=case.officer_id)
+        .using_db(conn)
+    )
     await _notify(
         services,
         await column(handlers, "phone"),
