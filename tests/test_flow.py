@@ -202,9 +202,10 @@ async def test_overdue_case_escalates_to_province_once(
     city_leader = (await Unit.get(code="4301")).leader_phone
     province_leader = (await Unit.get(code="43")).leader_phone
 
-    clock.freeze(at("2025-03-03 12:00"))  # 签收 deadline (2 natural hours)
-    await run_once(services)
-    await run_once(services)
+    for moment in ("2025-03-03 11:00", "2025-03-03 11:40", "2025-03-03 12:00"):  # 50 %, 80 %, due
+        clock.freeze(at(moment))
+        await run_once(services)
+        await run_once(services)
     overdue = await SmsOutbox.filter(template="sla_overdue").values_list("phone", flat=True)
     assert sorted(overdue) == sorted([county_leader, city_leader])
     warnings = await SmsOutbox.filter(template="sla_warning").values_list("phone", flat=True)

@@ -6,6 +6,8 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.expressions import Q
+from tortoise.queryset import QuerySet
 from tortoise.transactions import in_transaction
 
 from api import clock
@@ -64,15 +66,17 @@ async def _notify(
 async def _warn(
     services: Services, case: Case, clk: CaseClock, step: EscalationStep, conn: BaseDBAsyncClient
 ) -> None:
+    if clock.now() >= clk.due_at:
+        return  # a late warning (worker was down) is superseded by the deadline's own SMS
     unit = await Unit.get(id=case.handling_unit_id, using_db=conn)
     # The accused officer is never told about a case about themself, even with a staff account.
-    handlers = (
-        StaffUser.filter(
-            unit_id=unit.id, role__in=HANDLER_ROLES, is_active=True, phone__isnull=False
-        )
-        .exclude(officer_id=case.officer_id)
-        .using_db(conn)
-    )
+    handlers = StaffUser.filter(
+        Q(officer_id__isnull=True) | ~Q(officer_id=case.officer_id),
+        unit_id=unit.id,
+        role__in=HANDLER_ROLES,
+        is_active=True,
+        phone__isnull=False,
+    ).using_db(conn)
     await _notify(
         services,
         await column(handlers, "phone"),
@@ -179,16 +183,20 @@ async def _fire(services: Services, step: EscalationStep, conn: BaseDBAsyncClien
     return True
 
 
+def due_steps(*, limit: int) -> QuerySet[EscalationStep]:
+    """Due steps, oldest first, skipping rows another worker holds (PostgreSQL row locks)."""
+    return (
+        EscalationStep.filter(status=StepStatus.PENDING, due_at__lte=clock.now())
+        .order_by("due_at", "id")
+        .limit(limit)
+        .select_for_update(skip_locked=True)
+    )
+
+
 async def fire_due_steps(services: Services, *, limit: int = 200) -> int:
     """Fires the steps due now, oldest first; several workers may run this at once."""
     async with in_transaction() as conn:
-        steps = (
-            await EscalationStep.filter(status=StepStatus.PENDING, due_at__lte=clock.now())
-            .order_by("due_at", "id")
-            .limit(limit)
-            .select_for_update(skip_locked=True)
-            .using_db(conn)
-        )
+        steps = await due_steps(limit=limit).using_db(conn)
         fired = 0
         for step in steps:
             fired += await _fire(services, step, conn)
