@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-
 from api import clock
 from api.fakes.sms import FakeSmsServer
 from api.models import Citizen, EscalationStep, SmsOutbox
