@@ -21,7 +21,7 @@ log = logging.getLogger("pingyi")
 _SANIC_CODES = {
     404: ("not_found", "请求的地址不存在"),
     405: ("method_not_allowed", "不支持该请求方法"),
-    413: ("payload_too_large", "请求体过大"),
+    413: ("payload_too_large", "请求过大（地址、请求头或请求体超出限制）"),
     400: ("bad_request", "请求格式有误"),
     408: ("request_timeout", "请求超时"),
 }

@@ -59,6 +59,12 @@ class NotFound(AppError):
     message = "未找到"
 
 
+class UnsupportedMediaType(AppError):
+    status = 415
+    code = "unsupported_media_type"
+    message = "不支持的内容类型"
+
+
 class Conflict(AppError):
     status = 409
     code = "conflict"

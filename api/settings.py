@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ROOT = Path(__file__).resolve().parent.parent
+DEV_URL_SIGNING_KEY = "pingyi-dev-url-signing-key"
 
 
 class Settings(BaseSettings):
@@ -42,6 +43,14 @@ class Settings(BaseSettings):
     worker_poll_seconds: float = 2.0
     worker_batch: int = 200
     sms_lease_seconds: int = 60
+
+    # --- evidence photos (api/services/uploads.py) ---
+    uploads_storage: str = "local"  # local | (oss, later)
+    uploads_dir: Path = ROOT / "var" / "uploads"
+    url_signing_key: str = DEV_URL_SIGNING_KEY  # production refuses to start with this value
+    evidence_url_ttl: int = 600  # seconds a signed photo URL stays valid
+    # --- end evidence photos ---
+    sms_digest_seconds: int = 300  # reminders to one phone within this window: one digest SMS
 
     @property
     def is_production(self) -> bool:

@@ -23,6 +23,16 @@ STATUS = {
     "received": "已受理，待签收",
     "acknowledged": "办理中",
     "replied": "已答复，待您评价",
+    "waiting": "待您补充材料",
+    "rechecking": "复核中",
+    "closed": "已办结",
+}
+
+STAFF_STATUS = {
+    "received": "待签收",
+    "acknowledged": "办理中",
+    "waiting": "待群众补充材料",
+    "replied": "已答复，待群众评价",
     "rechecking": "复核中",
     "closed": "已办结",
 }
@@ -52,6 +62,16 @@ EVENTS = {
     "feedback_unsatisfied": "您对处理结果不满意，已转{unit}复核。",
     "recheck_replied": "{unit}复核答复：{message}",
     "closed": "案件已办结。",
+    "info_requested": "{unit}请您补充材料：{message}（补充前办理时限暂停计算）",
+    "info_supplied": "您已补充材料：{message}（办理时限恢复计算）",
+    "note": "内部备注：{text}",
+    "identity_viewed": "查看了举报人联系方式",
+    "transferred": "案件已转交{unit}办理。",
+    "escalated": "案件已上报{unit}办理。",
+    "extension_requested": "申请延期{days}个工作日，原因：{reason}",
+    "extension_approved": "经{unit}批准，办理期限延长至{due}。原因：{reason}",
+    "extension_refused": "延期申请未获批准：{note}",
+    "closed_by_staff": "评价期已过，案件办结。",
     "closed_unrated": "评价期已过，案件按“未评价”办结。",
     "sla_warning": "{clock}时限已过{percent}%，已提醒办理人员。",
     "sla_overdue": "{clock}已超时，已通知{unit}负责人及上级单位。",

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 from sanic.request import Request
 
-from api.errors import BadRequest, ValidationFailed
+from api.errors import BadRequest, UnsupportedMediaType, ValidationFailed
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -43,22 +43,44 @@ def _field_errors(exc: ValidationError) -> list[dict[str, Any]]:
     errors = []
     for err in exc.errors():
         field = ".".join(str(part) for part in err["loc"]) or "body"
-        reason = _REASONS.get(err["type"], "取值无效")
+        kind = err["type"]
+        if kind in ("too_long", "too_short") and isinstance(err.get("input"), str):
+            kind = f"string_{kind}"  # a length limit on text, reported as such
+        reason = _REASONS.get(kind, "取值无效")
         if err["type"] == "value_error" and err.get("ctx", {}).get("error"):
             reason = str(err["ctx"]["error"])
-        errors.append({"field": field, "reason": reason, "type": err["type"]})
+        errors.append({"field": field, "reason": reason, "type": kind})
     return errors
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"JSON does not allow {name}")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    data = dict(pairs)
+    if len(data) != len(pairs):
+        raise ValueError("duplicate key")
+    return data
+
+
+def _json_body(request: Request) -> Any:
+    content_type = (request.headers.get("content-type") or "application/json").split(";")[0]
+    if content_type.strip().lower() != "application/json":
+        raise UnsupportedMediaType(
+            "请求体应为 JSON（Content-Type: application/json）", code="unsupported_media_type"
+        )
+    try:
+        return json.loads(
+            request.body, parse_constant=_reject_constant, object_pairs_hook=_unique_keys
+        )
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise BadRequest("请求体不是合法的 JSON", code="invalid_json") from exc
 
 
 def parse_json(request: Request, model: type[M]) -> M:
     raw = request.body or b""
-    if not raw.strip():
-        data: Any = {}
-    else:
-        try:
-            data = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise BadRequest("请求体不是合法的 JSON", code="invalid_json") from exc
+    data = _json_body(request) if raw.strip() else {}
     if not isinstance(data, dict):
         raise BadRequest("请求体应为 JSON 对象", code="invalid_json")
     return validate(model, data)
@@ -71,3 +93,11 @@ def validate(model: type[M], data: Any) -> M:
         errors = _field_errors(exc)
         names = "、".join(sorted({e["field"] for e in errors}))
         raise ValidationFailed(f"字段 {names} 不符合要求", details={"fields": errors}) from exc
+
+
+def field_error(field: str, reason: str) -> ValidationFailed:
+    """A rule checked past the schema, reported in the same shape as schema errors."""
+    return ValidationFailed(
+        f"字段 {field} 不符合要求：{reason}",
+        details={"fields": [{"field": field, "reason": reason, "type": "value_error"}]},
+    )

@@ -147,7 +147,13 @@ async def app_server(
     sms_fake: FakeSmsServer,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[tuple[str, Services]]:
-    settings = make_settings(database, wechat_fake, sms_fake, tmp_path_factory.mktemp("cards"))
+    settings = make_settings(
+        database,
+        wechat_fake,
+        sms_fake,
+        tmp_path_factory.mktemp("cards"),
+        uploads_dir=tmp_path_factory.mktemp("uploads"),
+    )
     app = create_app(settings, name="pingyi_test")
     port = _free_port()
     server = await app.create_server(host="127.0.0.1", port=port, return_asyncio_server=True)

@@ -70,7 +70,7 @@ async def test_complaint_routed_acknowledged_replied_rechecked(
     inbox = (await client.get("/api/v1/staff/complaints", headers=county)).json()
     assert [c["ticket_no"] for c in inbox["items"]] == [ticket]
     detail = (await client.get(f"/api/v1/staff/complaints/{ticket}", headers=county)).json()
-    assert detail["reporter"] == {"anonymous": False, "phone": "138****8000"}
+    assert detail["reporter"] == {"anonymous": False, "phone": "138****8000", "phone_masked": True}
 
     for outsider in ("county-430103", "officer-430102"):
         headers = await staff_token(client, outsider)
@@ -87,6 +87,16 @@ async def test_complaint_routed_acknowledged_replied_rechecked(
     assert (
         await client.post(f"/api/v1/staff/complaints/{ticket}/acknowledge", headers=county)
     ).status_code == 200
+    # Once assigned, the handler sees the phone in full, and that view is in the audit log.
+    detail = (await client.get(f"/api/v1/staff/complaints/{ticket}", headers=county)).json()
+    assert detail["reporter"]["phone"] == "13800138000"
+    assert detail["events"][-1]["kind"] == "identity_viewed" and not detail["events"][-1]["public"]
+    city_view = (
+        await client.get(
+            f"/api/v1/staff/complaints/{ticket}", headers=await staff_token(client, "city-4301")
+        )
+    ).json()
+    assert city_view["reporter"]["phone"] == "138****8000"
     again = await client.post(f"/api/v1/staff/complaints/{ticket}/acknowledge", headers=county)
     assert again.status_code == 409 and again.json()["error"]["code"] == "invalid_state"
     message = "经调查，执法人员存在态度问题，已批评教育并责令整改。"

@@ -45,6 +45,8 @@ def _worker(database_url: str, sms: FakeSmsServer, policy: Path) -> subprocess.P
         "PINGYI_SLA_POLICY": str(policy),
         "PINGYI_WORKER_POLL_SECONDS": "0.2",
         "PINGYI_WORKER_BATCH": "20",
+        # One SMS per reminder here: digests are covered by tests/test_faults.py.
+        "PINGYI_SMS_DIGEST_SECONDS": "0",
     }
     return subprocess.Popen([sys.executable, "-m", "api.workers"], env=env, cwd=ROOT)
 

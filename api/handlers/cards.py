@@ -5,7 +5,7 @@ from sanic.request import Request
 from sanic.response import HTTPResponse, json
 from sanic_ext import openapi
 
-from api.handlers.common import current_citizen, services
+from api.handlers.common import current_citizen, json_body, services
 from api.schemas import EvaluationCreate
 from api.services import card_lookup, citizen_cases
 from api.services.catalog import CATEGORIES
@@ -23,7 +23,7 @@ async def get_card(request: Request, code: str) -> HTTPResponse:
 @bp.post("/cards/<code:str>/evaluations")
 @openapi.definition(
     summary="评价本次执法（1–5 级；2 级及以下自动立案回访）",
-    body={"application/json": EvaluationCreate},
+    body=json_body(EvaluationCreate),
     tag="citizen",
 )
 async def rate(request: Request, code: str) -> HTTPResponse:

@@ -5,8 +5,8 @@ from sanic.request import Request
 from sanic.response import HTTPResponse, json
 from sanic_ext import openapi
 
-from api.handlers.common import current_citizen, services
-from api.schemas import ComplaintCreate, FeedbackCreate
+from api.handlers.common import current_citizen, json_body, services
+from api.schemas import ComplaintCreate, FeedbackCreate, SupplementCreate
 from api.services import citizen_cases
 from api.services.views import citizen_view
 from api.validation import parse_json
@@ -15,7 +15,7 @@ bp = Blueprint("complaints", url_prefix="/api/v1")
 
 
 @bp.post("/complaints")
-@openapi.definition(summary="投诉举报", body={"application/json": ComplaintCreate}, tag="citizen")
+@openapi.definition(summary="投诉举报", body=json_body(ComplaintCreate), tag="citizen")
 async def file_complaint(request: Request) -> HTTPResponse:
     citizen = await current_citizen(request)
     body = parse_json(request, ComplaintCreate)
@@ -39,10 +39,24 @@ async def complaint(request: Request, ticket_no: str) -> HTTPResponse:
 @bp.post("/complaints/<ticket_no:str>/feedback")
 @openapi.definition(
     summary="评价办理结果（不满意则上一级复核）",
-    body={"application/json": FeedbackCreate},
+    body=json_body(FeedbackCreate),
     tag="citizen",
 )
 async def feedback(request: Request, ticket_no: str) -> HTTPResponse:
     citizen = await current_citizen(request)
     body = parse_json(request, FeedbackCreate)
     return json(await citizen_cases.give_feedback(services(request), citizen, ticket_no, body))
+
+
+@bp.post("/complaints/<ticket_no:str>/supplements")
+@openapi.definition(
+    summary="补充材料（办理时限恢复计算）",
+    body=json_body(SupplementCreate),
+    tag="citizen",
+)
+async def supplement(request: Request, ticket_no: str) -> HTTPResponse:
+    citizen = await current_citizen(request)
+    body = parse_json(request, SupplementCreate)
+    return json(
+        await citizen_cases.supply_info(services(request), citizen, ticket_no, body.message)
+    )

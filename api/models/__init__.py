@@ -6,9 +6,11 @@ from api.models.case import Case, CaseEvent
 from api.models.citizen import Citizen
 from api.models.clock import CaseClock, EscalationStep
 from api.models.evaluation import Evaluation
+from api.models.evidence import Evidence
+from api.models.extension import ExtensionRequest
 from api.models.org import Card, Officer, Unit
 from api.models.outbox import SmsOutbox
-from api.models.staff import StaffUser
+from api.models.staff import SecurityEvent, StaffUser
 
 MODEL_MODULES = [
     "api.models.auth",
@@ -17,6 +19,8 @@ MODEL_MODULES = [
     "api.models.citizen",
     "api.models.clock",
     "api.models.evaluation",
+    "api.models.evidence",
+    "api.models.extension",
     "api.models.org",
     "api.models.outbox",
     "api.models.staff",
@@ -33,7 +37,10 @@ __all__ = [
     "Citizen",
     "EscalationStep",
     "Evaluation",
+    "Evidence",
+    "ExtensionRequest",
     "Officer",
+    "SecurityEvent",
     "SmsOutbox",
     "StaffUser",
     "Unit",

@@ -22,10 +22,12 @@ class CaseStatus:
     RECEIVED = "received"  # 待签收
     ACKNOWLEDGED = "acknowledged"  # 办理中
     REPLIED = "replied"  # 已答复，待评价
+    WAITING = "waiting"  # 待群众补充材料 (clocks paused)
     RECHECKING = "rechecking"  # 复核中
     CLOSED = "closed"  # 已办结
 
-    OPEN = (RECEIVED, ACKNOWLEDGED, REPLIED, RECHECKING)
+    OPEN = (RECEIVED, ACKNOWLEDGED, WAITING, REPLIED, RECHECKING)
+    ALL = (*OPEN, CLOSED)
 
 
 class Case(Model):
@@ -51,6 +53,10 @@ class Case(Model):
     citizen: fields.ForeignKeyRelation[Citizen] = fields.ForeignKeyField(
         "models.Citizen", related_name="cases"
     )
+    # The staff member who acknowledged the case: the only one shown a named reporter's phone.
+    handler: fields.ForeignKeyNullableRelation[StaffUser] = fields.ForeignKeyField(
+        "models.StaffUser", related_name="handled_cases", null=True, on_delete=fields.SET_NULL
+    )
     anonymous = fields.BooleanField(default=False)
     contact_phone = fields.CharField(max_length=11, null=True)
     from_public_supervisor = fields.BooleanField(default=False)
@@ -71,6 +77,7 @@ class Case(Model):
     feedback_comment = fields.TextField(null=True)
     recheck_count = fields.SmallIntField(default=0)
     transfer_count = fields.SmallIntField(default=0)
+    extension_count = fields.SmallIntField(default=0)
     # The nearest deadline of a running clock: the inbox sorts on it ("most urgent first").
     next_due_at = fields.DatetimeField(null=True, db_index=True)
     version = fields.IntField(default=0)
@@ -79,30 +86,43 @@ class Case(Model):
     origin_unit_id: int
     handling_unit_id: int
     citizen_id: int
+    handler_id: int | None
 
     class Meta:
         table = "case"
 
 
 class CaseEvent(Model):
-    """What happened to a case, in order; ``public`` events make the citizen's timeline."""
+    """The case's append-only audit log; its ``public`` entries are the citizen's timeline.
+
+    Each entry is chained to the one before it in the same case: ``hash`` is the SHA-256 of the
+    entry's canonical JSON including ``prev_hash`` (``api.services.timeline.entry_hash``), so an
+    edited, removed or reordered entry breaks the chain (``python -m api.audit verify``).
+    Entries are only ever written through ``api.services.timeline.record_event``.
+    """
 
     id = fields.IntField(primary_key=True)
+    # RESTRICT, not CASCADE / SET NULL: deleting a case or a staff account must not silently
+    # remove or rewrite audit entries (执法全过程可回溯); accounts are disabled, never deleted.
     case: fields.ForeignKeyRelation[Case] = fields.ForeignKeyField(
-        "models.Case", related_name="events", on_delete=fields.CASCADE
+        "models.Case", related_name="events", on_delete=fields.RESTRICT
     )
+    seq = fields.IntField()  # 1, 2, 3 … within the case
     kind = fields.CharField(max_length=40)
     actor = fields.CharField(max_length=10)  # citizen | staff | system
     staff: fields.ForeignKeyNullableRelation[StaffUser] = fields.ForeignKeyField(
-        "models.StaffUser", related_name="case_events", null=True, on_delete=fields.SET_NULL
+        "models.StaffUser", related_name="case_events", null=True, on_delete=fields.RESTRICT
     )
     public = fields.BooleanField(default=True)
     text = fields.TextField()
     data: fields.Field[dict[str, Any]] = fields.JSONField(default=dict)
     created_at = fields.DatetimeField()
+    prev_hash = fields.CharField(max_length=64)  # hex SHA-256; 64 zeros for seq 1
+    hash = fields.CharField(max_length=64)  # hex SHA-256 of this entry
     case_id: int
     staff_id: int | None
 
     class Meta:
         table = "case_event"
-        ordering = ("id",)
+        ordering = ("case_id", "seq")
+        unique_together = (("case", "seq"),)

@@ -34,6 +34,8 @@ class CaseClock(Model):
     limit_unit = fields.CharField(max_length=20)
     started_at = fields.DatetimeField()
     due_at = fields.DatetimeField()
+    # Where the ladder's fractions are measured from; moves with pauses so warnings move too.
+    ladder_start = fields.DatetimeField(null=True)
     paused_at = fields.DatetimeField(null=True)
     stopped_at = fields.DatetimeField(null=True)
     breached_at = fields.DatetimeField(null=True)

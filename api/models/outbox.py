@@ -12,9 +12,14 @@ if TYPE_CHECKING:
 
 class OutboxStatus:
     PENDING = "pending"
-    SENDING = "sending"
+    SENDING = "sending"  # claimed under a lease, or merged into a digest being sent
     SENT = "sent"
-    FAILED = "failed"
+    FAILED = "failed"  # permanent error, or transient errors beyond the last attempt
+    # Two attempts whose outcome is unknown (worker killed / answer lost): the provider may have
+    # taken it; a third request is never made. Reconcile by ``out_id`` (QuerySendDetails).
+    UNCONFIRMED = "unconfirmed"
+
+    ALL = (PENDING, SENDING, SENT, FAILED, UNCONFIRMED)
 
 
 class SmsOutbox(Model):
@@ -32,10 +37,17 @@ class SmsOutbox(Model):
     step: fields.ForeignKeyNullableRelation[EscalationStep] = fields.ForeignKeyField(
         "models.EscalationStep", related_name="sms", null=True, on_delete=fields.SET_NULL
     )
-    status = fields.CharField(max_length=10, default=OutboxStatus.PENDING)
+    status = fields.CharField(max_length=12, default=OutboxStatus.PENDING)
     attempts = fields.IntField(default=0)
+    # Attempts that may have reached Aliyun without us learning the answer: at most one resend.
+    uncertain_attempts = fields.IntField(default=0)
     next_attempt_at = fields.DatetimeField()
     lease_until = fields.DatetimeField(null=True)
+    claimed_at = fields.DatetimeField(null=True)  # first claim: anchors the phone's digest window
+    # The digest row that carried this reminder (several reminders for one phone, one SMS).
+    merged_into: fields.ForeignKeyNullableRelation[SmsOutbox] = fields.ForeignKeyField(
+        "models.SmsOutbox", related_name="merged", null=True, on_delete=fields.SET_NULL
+    )
     # Our idempotency key towards Aliyun (SendSms ``OutId``): a resend reuses it.
     out_id = fields.CharField(max_length=40, unique=True)
     biz_id = fields.CharField(max_length=60, null=True)
@@ -44,7 +56,8 @@ class SmsOutbox(Model):
     sent_at = fields.DatetimeField(null=True)
     case_id: int | None
     step_id: int | None
+    merged_into_id: int | None
 
     class Meta:
         table = "sms_outbox"
-        indexes = (("status", "next_attempt_at"),)
+        indexes = (("status", "next_attempt_at"), ("phone", "claimed_at"))

@@ -22,6 +22,8 @@ class StaffUser(Model):
         "models.Officer", related_name="staff_accounts", null=True, on_delete=fields.SET_NULL
     )
     phone = fields.CharField(max_length=11, null=True)
+    # A bound WeChat account lets the staff member sign in from the mini-program.
+    wechat_openid = fields.CharField(max_length=64, null=True, unique=True)
     is_active = fields.BooleanField(default=True)
     is_demo = fields.BooleanField(default=False)
     failed_logins = fields.IntField(default=0)
@@ -32,3 +34,20 @@ class StaffUser(Model):
 
     class Meta:
         table = "staff_user"
+
+
+class SecurityEvent(Model):
+    """Sign-in security events of staff accounts (lockouts, disabling), kept for accountability."""
+
+    id = fields.IntField(primary_key=True)
+    staff: fields.ForeignKeyNullableRelation[StaffUser] = fields.ForeignKeyField(
+        "models.StaffUser", related_name="security_events", null=True, on_delete=fields.RESTRICT
+    )
+    kind = fields.CharField(max_length=30)
+    detail = fields.CharField(max_length=200, default="")
+    actor_id = fields.IntField(null=True)
+    created_at = fields.DatetimeField()
+    staff_id: int | None
+
+    class Meta:
+        table = "security_event"

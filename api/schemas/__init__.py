@@ -2,15 +2,65 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import unicodedata
+from datetime import datetime, timedelta
 from typing import Annotated
+from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StringConstraints,
+    field_validator,
+)
 
+from api import clock
 from api.services.catalog import CATEGORIES
 from api.texts import DIMENSIONS, QUESTIONS
 
-Text = Annotated[str, StringConstraints(strip_whitespace=True)]
+_ALLOWED_CONTROLS = frozenset("\n\r\t")
+_INVISIBLE = frozenset({"Cc", "Cf", "Mn", "Me", "Zs", "Zl", "Zp"})
+MAX_PAST = timedelta(days=366)
+MAX_AHEAD = timedelta(minutes=10)
+
+
+def _clean(value: str) -> str:
+    # PostgreSQL text cannot hold NUL, and control characters have no place in what people write.
+    if any(unicodedata.category(c) == "Cc" and c not in _ALLOWED_CONTROLS for c in value):
+        raise ValueError("不能包含控制字符")
+    return value
+
+
+def _visible(value: str) -> str:
+    if value and not any(unicodedata.category(c) not in _INVISIBLE for c in value):
+        raise ValueError("内容不能为空白")
+    return value
+
+
+def _plausible(value: datetime | None) -> datetime | None:
+    """When something happened: within the last year, not in the future."""
+    if value is None:
+        return None
+    try:
+        now = clock.now()
+        if value > now + MAX_AHEAD:
+            raise ValueError("时间不能晚于当前时间")
+        if value < now - MAX_PAST:
+            raise ValueError("时间不能早于一年前")
+    except OverflowError as exc:
+        raise ValueError("时间超出范围") from exc
+    return value
+
+
+Text = Annotated[str, StringConstraints(strip_whitespace=True), AfterValidator(_clean)]
+# Free text a person must actually have written: not only spaces or invisible characters.
+Prose = Annotated[Text, AfterValidator(_visible)]
+Moment = Annotated[AwareDatetime, AfterValidator(_plausible)]
 
 
 class Strict(BaseModel):
@@ -28,8 +78,8 @@ class StaffLogin(Strict):
 
 class EvaluationCreate(Strict):
     level: int = Field(ge=1, le=5, strict=True)
-    dimensions: dict[str, int] = Field(default_factory=dict)
-    answers: dict[str, bool] = Field(default_factory=dict)
+    dimensions: dict[str, StrictInt] = Field(default_factory=dict)
+    answers: dict[str, StrictBool] = Field(default_factory=dict)
     comment: Annotated[Text, StringConstraints(max_length=500)] = ""
 
     @field_validator("dimensions")
@@ -51,14 +101,26 @@ class EvaluationCreate(Strict):
         return value
 
 
+def _photo_id(value: str) -> str:
+    try:
+        return str(UUID(value))
+    except ValueError as exc:
+        raise ValueError("照片编号无效") from exc
+
+
+PhotoId = Annotated[str, AfterValidator(_photo_id)]
+
+
 class ComplaintCreate(Strict):
     card_code: Annotated[Text, StringConstraints(min_length=1, max_length=32)]
     categories: list[str] = Field(min_length=1, max_length=len(CATEGORIES))
-    description: Annotated[Text, StringConstraints(min_length=5, max_length=2000)]
-    occurred_at: datetime | None = None
+    description: Annotated[Prose, StringConstraints(min_length=5, max_length=2000)]
+    occurred_at: Moment | None = None
     location: Annotated[Text, StringConstraints(max_length=200)] = ""
     anonymous: bool = Field(default=False, strict=True)
     phone: Annotated[Text, StringConstraints(max_length=20)] | None = None
+    # Evidence photos: ids from POST /api/v1/uploads (checked against their owner when filed).
+    photos: list[PhotoId] = Field(default_factory=list, max_length=9)
 
     @field_validator("categories")
     @classmethod
@@ -68,13 +130,6 @@ class ComplaintCreate(Strict):
             raise ValueError(f"未知的问题类别 {', '.join(unknown)}")
         return list(dict.fromkeys(value))
 
-    @field_validator("occurred_at")
-    @classmethod
-    def _aware(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            raise ValueError("时间须带时区，例如 2025-05-01T10:00:00+08:00")
-        return value
-
 
 class FeedbackCreate(Strict):
     satisfied: bool = Field(strict=True)
@@ -82,4 +137,48 @@ class FeedbackCreate(Strict):
 
 
 class ReplyCreate(Strict):
-    message: Annotated[Text, StringConstraints(min_length=2, max_length=2000)]
+    message: Annotated[Prose, StringConstraints(min_length=2, max_length=2000)]
+
+
+Reason = Annotated[Prose, StringConstraints(min_length=2, max_length=500)]
+
+
+class ContactCreate(Strict):
+    outcome: Reason
+    contacted_at: Moment | None = None
+
+
+class InfoRequestCreate(Strict):
+    message: Reason
+
+
+class SupplementCreate(Strict):
+    message: Annotated[Prose, StringConstraints(min_length=2, max_length=2000)]
+
+
+class NoteCreate(Strict):
+    text: Annotated[Prose, StringConstraints(min_length=1, max_length=2000)]
+
+
+class TransferCreate(Strict):
+    unit_code: Annotated[Text, StringConstraints(min_length=2, max_length=12)]
+    reason: Reason
+
+
+class EscalateCreate(Strict):
+    reason: Reason
+
+
+class ExtensionCreate(Strict):
+    days: int = Field(strict=True, ge=1, le=10)
+    reason: Reason
+
+
+class ExtensionDecision(Strict):
+    approve: bool = Field(strict=True)
+    note: Annotated[Text, StringConstraints(max_length=500)] = ""
+
+
+class PasswordChange(Strict):
+    old_password: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    new_password: Annotated[str, StringConstraints(min_length=1, max_length=200)]

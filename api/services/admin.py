@@ -8,6 +8,7 @@ from api import clock
 from api.models import Case, SmsOutbox, StaffUser
 from api.services import permissions
 from api.services.context import Services
+from api.services.lifecycle import is_ticket_no
 
 
 def _render(text: str, params: dict[str, Any]) -> str:
@@ -24,7 +25,7 @@ async def sms_list(
     if status:
         query = query.filter(status=status)
     if ticket_no:
-        case = await Case.get_or_none(ticket_no=ticket_no)
+        case = await Case.get_or_none(ticket_no=ticket_no) if is_ticket_no(ticket_no) else None
         query = query.filter(case_id=case.id if case else -1)
     rows = await query.order_by("-id").limit(limit)
     tickets = dict(
@@ -49,6 +50,8 @@ async def sms_list(
                 "ticket_no": tickets.get(r.case_id),
                 "status": r.status,
                 "attempts": r.attempts,
+                "uncertain_attempts": r.uncertain_attempts,
+                "merged_into": r.merged_into_id,
                 "out_id": r.out_id,
                 "biz_id": r.biz_id,
                 "last_error": r.last_error,

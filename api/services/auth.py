@@ -11,8 +11,8 @@ from datetime import timedelta
 from api import clock
 from api.db import column
 from api.errors import Unauthorized, UpstreamUnavailable
-from api.integrations.wechat import WeChatError
-from api.models import AuthSession, Citizen, StaffUser
+from api.integrations.wechat import WeChatError, WeChatSession
+from api.models import AuthSession, Citizen, SecurityEvent, StaffUser
 from api.services.context import Services
 from api.services.passwords import dummy_verify, verify_password
 
@@ -51,9 +51,10 @@ async def _issue(
     return IssuedToken(token=token, expires_in=ttl)
 
 
-async def login_citizen(services: Services, code: str) -> IssuedToken:
+async def wechat_session(services: Services, code: str) -> WeChatSession:
+    """jscode2session through the real client, its errors turned into ours."""
     try:
-        session = await services.wechat.code_to_session(code)
+        return await services.wechat.code_to_session(code)
     except WeChatError as exc:
         if exc.errcode in _BUSY_ERRORS:
             raise UpstreamUnavailable(
@@ -63,12 +64,20 @@ async def login_citizen(services: Services, code: str) -> IssuedToken:
         raise Unauthorized(
             message, code="wechat_code_invalid", details={"errcode": exc.errcode}
         ) from exc
+
+
+async def login_citizen(services: Services, code: str) -> IssuedToken:
+    session = await wechat_session(services, code)
     citizen, _ = await Citizen.get_or_create(
         openid=session.openid, defaults={"unionid": session.unionid}
     )
     return await _issue(
         kind="citizen", ttl=services.settings.citizen_token_ttl, citizen_id=citizen.id
     )
+
+
+async def issue_staff_token(services: Services, user: StaffUser) -> IssuedToken:
+    return await _issue(kind="staff", ttl=services.settings.staff_token_ttl, staff_id=user.id)
 
 
 async def login_staff(services: Services, username: str, password: str) -> IssuedToken:
@@ -81,6 +90,7 @@ async def login_staff(services: Services, username: str, password: str) -> Issue
     # argon2 takes tens of milliseconds: off the event loop, and as long for unknown users.
     if user is None:
         await asyncio.to_thread(dummy_verify, password)
+        await _unknown_user_failure(services, username)
         raise Unauthorized("用户名或密码错误", code="invalid_credentials")
     if not (
         user.is_active and await asyncio.to_thread(verify_password, user.password_hash, password)
@@ -88,15 +98,35 @@ async def login_staff(services: Services, username: str, password: str) -> Issue
         user.failed_logins += 1
         if user.failed_logins >= LOCK_AFTER_FAILURES:
             user.failed_logins, user.locked_until = 0, now + timedelta(minutes=LOCK_MINUTES)
+            await SecurityEvent.create(
+                staff_id=user.id,
+                kind="locked",
+                detail=f"{LOCK_AFTER_FAILURES} failed logins",
+                created_at=now,
+            )
         await user.save(update_fields=["failed_logins", "locked_until"])
         raise Unauthorized("用户名或密码错误", code="invalid_credentials")
     if user.failed_logins:
         user.failed_logins = 0
         await user.save(update_fields=["failed_logins"])
-    return await _issue(kind="staff", ttl=services.settings.staff_token_ttl, staff_id=user.id)
+    return await issue_staff_token(services, user)
+
+
+async def _unknown_user_failure(services: Services, username: str) -> None:
+    """Unknown names lock out like real ones, so the answers do not tell which accounts exist."""
+    key = services.key("login-failures", hashlib.sha256(username.encode()).hexdigest()[:32])
+    failures = await services.redis.incr(key)
+    if failures == 1:
+        await services.redis.expire(key, LOCK_MINUTES * 60)
+    if failures > LOCK_AFTER_FAILURES:
+        raise Unauthorized(
+            "登录失败次数过多，账号已临时锁定，请15分钟后再试", code="account_locked"
+        )
 
 
 async def session_for(token: str, kind: str) -> AuthSession:
+    if not token.isascii() or len(token) > 128:
+        raise Unauthorized("登录已失效，请重新登录", code="token_invalid")
     session = await AuthSession.get_or_none(token_hash=_hash(token), kind=kind)
     if session is None or session.revoked_at is not None or session.expires_at <= clock.now():
         raise Unauthorized("登录已失效，请重新登录", code="token_invalid")
@@ -116,10 +146,10 @@ async def staff_for(token: str) -> StaffUser:
     return user
 
 
-async def revoke(token: str) -> None:
-    await AuthSession.filter(token_hash=_hash(token), revoked_at__isnull=True).update(
-        revoked_at=clock.now()
-    )
+async def revoke(token: str, kind: str) -> None:
+    """Logout: the session ends now. Only a token of ``kind`` is revoked through this door."""
+    session = await session_for(token, kind)
+    await AuthSession.filter(id=session.id).update(revoked_at=clock.now())
 
 
 async def refuse_demo_accounts() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import unquote
 
 from api.errors import Gone, NotFound
 from api.models import Card, Officer, Unit
@@ -20,7 +21,7 @@ ACTIONS = [
 
 
 async def active_card(code: str) -> Card:
-    normalized = normalize_card_code(code)
+    normalized = normalize_card_code(unquote(code))
     card = await Card.get_or_none(code=normalized) if normalized else None
     if card is None:
         raise NotFound("未找到该评议卡，请核对二维码", code="card_not_found")
@@ -47,7 +48,10 @@ async def _profile(card: Card) -> dict[str, Any]:
 
 
 async def public_card(services: Services, code: str) -> dict[str, Any]:
-    key = services.key("card", code.strip().upper())
+    normalized = normalize_card_code(unquote(code))
+    if normalized is None:
+        raise NotFound("未找到该评议卡，请核对二维码", code="card_not_found")
+    key = services.key("card", normalized)
     cached = await services.redis.get(key)
     if cached is not None:
         data: dict[str, Any] = json.loads(cached)

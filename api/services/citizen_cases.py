@@ -8,15 +8,16 @@ from typing import Any
 from tortoise.transactions import in_transaction
 
 from api import clock
-from api.errors import Conflict, NotFound, ValidationFailed
+from api.errors import Conflict, NotFound
 from api.integrations.sms import normalize_phone
 from api.models import Case, Citizen, Evaluation, Officer
 from api.models.case import CaseKind
 from api.schemas import ComplaintCreate, EvaluationCreate, FeedbackCreate
-from api.services import lifecycle
+from api.services import case_actions, lifecycle, uploads
 from api.services.card_lookup import active_card
 from api.services.context import Services
 from api.services.views import citizen_summary, citizen_view
+from api.validation import field_error
 
 RATING_WINDOW = timedelta(hours=24)
 BAD_RATING_MAX = 2  # levels 1–2 are a 差评 (DOMAIN.md)
@@ -78,9 +79,7 @@ def _contact_phone(body: ComplaintCreate) -> str | None:
     try:
         return normalize_phone(body.phone)
     except ValueError as exc:
-        raise ValidationFailed(
-            "手机号码无效", details={"fields": [{"field": "phone", "reason": "手机号码无效"}]}
-        ) from exc
+        raise field_error("phone", "手机号码无效") from exc
 
 
 async def file_complaint(
@@ -89,6 +88,7 @@ async def file_complaint(
     card = await active_card(body.card_code)
     phone = _contact_phone(body)
     async with in_transaction() as conn:
+        photos = await uploads.claim_photos(citizen, body.photos, conn=conn)  # evidence photos
         officer = await Officer.get(id=card.officer_id, using_db=conn)
         case = await lifecycle.open_case(
             services,
@@ -105,6 +105,7 @@ async def file_complaint(
             public_supervisor=citizen.is_public_supervisor,
             conn=conn,
         )
+        await uploads.attach_photos(photos, case, conn=conn)  # evidence photos
     view = await citizen_view(case)
     return {
         "ticket_no": case.ticket_no,
@@ -116,7 +117,11 @@ async def file_complaint(
 
 async def own_case(citizen: Citizen, ticket_no: str) -> Case:
     # Another citizen's case is answered exactly like a missing one: existence does not leak.
-    case = await Case.get_or_none(ticket_no=ticket_no, citizen_id=citizen.id)
+    case = (
+        await Case.get_or_none(ticket_no=ticket_no, citizen_id=citizen.id)
+        if lifecycle.is_ticket_no(ticket_no)
+        else None
+    )
     if case is None:
         raise NotFound("未找到该案件", code="case_not_found")
     return case
@@ -136,4 +141,15 @@ async def give_feedback(
         await lifecycle.feedback(
             services, case, satisfied=body.satisfied, comment=body.comment, conn=conn
         )
+    return await citizen_view(case)
+
+
+async def supply_info(
+    services: Services, citizen: Citizen, ticket_no: str, message: str
+) -> dict[str, Any]:
+    """The citizen answers a request for information; the paused clocks run again."""
+    case = await own_case(citizen, ticket_no)
+    async with in_transaction() as conn:
+        case = await Case.filter(id=case.id).select_for_update().using_db(conn).get()
+        await case_actions.supply_info(services, case, message=message, conn=conn)
     return await citizen_view(case)

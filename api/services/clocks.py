@@ -96,7 +96,7 @@ async def schedule_steps(
     )
     rule = policy.clocks.get(clock.kind)
     times = ladder_times(
-        start=clock.started_at,
+        start=clock.ladder_start or clock.started_at,
         due=clock.due_at,
         unit=clock.limit_unit,
         ladder_on=rule.ladder if rule else True,
@@ -147,3 +147,62 @@ async def refresh_next_due(case: Case, *, conn: Conn = None) -> None:
     dues = await column(running, "due_at")
     case.next_due_at = min(dues) if dues else None
     await case.save(using_db=conn, update_fields=["next_due_at"])
+
+
+def shift(
+    moment: datetime, *, since: datetime, until: datetime, unit: str, calendar: WorkCalendar
+) -> datetime:
+    """``moment`` moved later by the time that passed between ``since`` and ``until``, counted in
+    the clock's own kind of time: a pause only costs the working time it really took."""
+    if unit in _NATURAL_SECONDS:
+        return moment + (until - since)
+    hours = working_time_between(since, until, "working_hours", calendar)
+    return add_working_time(moment, hours, "working_hours", calendar) if hours > 0 else moment
+
+
+async def pause_clocks(
+    case: Case, kinds: tuple[str, ...], *, at: datetime, conn: Conn = None
+) -> None:
+    clocks = await CaseClock.filter(
+        case_id=case.id, kind__in=kinds, status=ClockStatus.RUNNING
+    ).using_db(conn)
+    for clock in clocks:
+        clock.status, clock.paused_at = ClockStatus.PAUSED, at
+        await clock.save(using_db=conn, update_fields=["status", "paused_at"])
+    if clocks:
+        await (
+            EscalationStep.filter(clock_id__in=[c.id for c in clocks], status=StepStatus.PENDING)
+            .using_db(conn)
+            .update(status=StepStatus.CANCELLED)
+        )
+
+
+async def resume_clocks(
+    case: Case, *, at: datetime, policy: SlaPolicy, calendar: WorkCalendar, conn: Conn = None
+) -> None:
+    """Paused clocks run again; their deadline and unfired steps move by the paused time."""
+    for clock in await CaseClock.filter(case_id=case.id, status=ClockStatus.PAUSED).using_db(conn):
+        paused_at = clock.paused_at or at
+
+        def moved(
+            moment: datetime, clock: CaseClock = clock, since: datetime = paused_at
+        ) -> datetime:
+            return shift(moment, since=since, until=at, unit=clock.limit_unit, calendar=calendar)
+
+        clock.due_at = moved(clock.due_at)
+        clock.ladder_start = moved(clock.ladder_start or clock.started_at)
+        clock.status, clock.paused_at = ClockStatus.RUNNING, None
+        clock.generation += 1
+        await clock.save(using_db=conn)
+        await schedule_steps(clock, policy=policy, calendar=calendar, conn=conn)
+
+
+async def extend_clock(
+    clock: CaseClock, *, days: int, policy: SlaPolicy, calendar: WorkCalendar, conn: Conn = None
+) -> None:
+    """An approved extension (延期): the deadline moves; steps not yet fired move with it."""
+    clock.due_at = add_working_time(clock.due_at, days, "working_days", calendar)
+    clock.generation += 1
+    await clock.save(using_db=conn, update_fields=["due_at", "generation"])
+    if clock.status == ClockStatus.RUNNING:
+        await schedule_steps(clock, policy=policy, calendar=calendar, conn=conn)

@@ -193,13 +193,24 @@ def due_steps(*, limit: int) -> QuerySet[EscalationStep]:
     )
 
 
+async def _fire_alone(services: Services, step: EscalationStep) -> bool:
+    """One step under a savepoint: a step that cannot fire (bad data, a step name from a newer
+    release) is logged and left pending, and must not hold back the steps due after it."""
+    try:
+        async with in_transaction() as savepoint:  # nested in the caller's: a savepoint
+            return await _fire(services, step, savepoint)
+    except Exception:
+        log.exception("escalation step %s (%s) failed; left pending", step.id, step.step)
+        return False
+
+
 async def fire_due_steps(services: Services, *, limit: int = 200) -> int:
     """Fires the steps due now, oldest first; several workers may run this at once."""
     async with in_transaction() as conn:
         steps = await due_steps(limit=limit).using_db(conn)
         fired = 0
         for step in steps:
-            fired += await _fire(services, step, conn)
+            fired += await _fire_alone(services, step)
     if fired:
         log.info("fired %d escalation steps", fired)
     return fired

@@ -5,6 +5,7 @@ Every function here runs inside the caller's transaction (``conn``) and never co
 
 from __future__ import annotations
 
+import re
 import secrets
 from datetime import datetime
 
@@ -31,8 +32,15 @@ REPLY_CLOCKS = (
 )
 
 
+TICKET_NO = re.compile(r"PY\d{14}")
+
+
 def new_ticket_no(at: datetime) -> str:
     return f"PY{clock.to_china(at):%y%m%d}{secrets.randbelow(10**8):08d}"
+
+
+def is_ticket_no(text: str) -> bool:
+    return TICKET_NO.fullmatch(text) is not None
 
 
 async def open_case(
@@ -126,8 +134,8 @@ async def save_case(case: Case, conn: BaseDBAsyncClient, *fields: str) -> None:
 async def acknowledge(case: Case, *, staff_id: int, conn: BaseDBAsyncClient) -> None:
     require_status(case, CaseStatus.RECEIVED)
     now = clock.now()
-    case.status, case.acknowledged_at = CaseStatus.ACKNOWLEDGED, now
-    await save_case(case, conn, "status", "acknowledged_at")
+    case.status, case.acknowledged_at, case.handler_id = CaseStatus.ACKNOWLEDGED, now, staff_id
+    await save_case(case, conn, "status", "acknowledged_at", "handler_id")
     await clocks.stop_clocks(case, ("acknowledge",), at=now, conn=conn)
     await clocks.refresh_next_due(case, conn=conn)
     unit = await Unit.get(id=case.handling_unit_id, using_db=conn)

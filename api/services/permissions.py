@@ -10,13 +10,15 @@ from api.models import StaffUser
 CASE_VIEW = "case.view"
 CASE_ACT = "case.act"
 SMS_VIEW = "sms.view"
+EXTENSION_APPROVE = "extension.approve"
+STAFF_MANAGE = "staff.manage"
 
 ROLES: dict[str, frozenset[str]] = {
     "handler": frozenset({CASE_VIEW, CASE_ACT}),
-    "supervisor": frozenset({CASE_VIEW, CASE_ACT}),
-    "unit_leader": frozenset({CASE_VIEW}),
-    "city_admin": frozenset({CASE_VIEW}),
-    "province_admin": frozenset({CASE_VIEW, CASE_ACT, SMS_VIEW}),
+    "supervisor": frozenset({CASE_VIEW, CASE_ACT, EXTENSION_APPROVE}),
+    "unit_leader": frozenset({CASE_VIEW, EXTENSION_APPROVE}),
+    "city_admin": frozenset({CASE_VIEW, EXTENSION_APPROVE, STAFF_MANAGE}),
+    "province_admin": frozenset({CASE_VIEW, CASE_ACT, SMS_VIEW, EXTENSION_APPROVE, STAFF_MANAGE}),
 }
 
 ROLE_NAMES = {

@@ -7,14 +7,15 @@ from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.expressions import Q
-from tortoise.functions import Count
 from tortoise.transactions import in_transaction
 
-from api.errors import Forbidden, NotFound
+from api.errors import Conflict, Forbidden, NotFound
 from api.models import Case, StaffUser, Unit
-from api.services import lifecycle, permissions
+from api.schemas import ContactCreate, ExtensionCreate, ExtensionDecision, TransferCreate
+from api.services import case_actions, lifecycle, permissions
+from api.services.audit import audit_identity_view
 from api.services.context import Services
-from api.services.views import staff_summary, staff_view
+from api.services.views import staff_view
 
 
 async def _scope(user: StaffUser) -> Q:
@@ -22,48 +23,50 @@ async def _scope(user: StaffUser) -> Q:
     return permissions.case_scope(user, unit.path)
 
 
-async def inbox(user: StaffUser, *, status: str | None = None, limit: int = 50) -> dict[str, Any]:
-    permissions.require(user, permissions.CASE_VIEW)
-    scope = await _scope(user)
-    query = Case.filter(scope)
-    if status:
-        query = query.filter(status=status)
-    # Most urgent first: the nearest running deadline (breached ones are the earliest), then age.
-    cases = await query.order_by("next_due_at", "received_at").limit(limit)
-    ordered = [c for c in cases if c.next_due_at] + [c for c in cases if not c.next_due_at]
-    counts = (
-        await Case.filter(scope).annotate(n=Count("id")).group_by("status").values("status", "n")
-    )
-    return {
-        "items": [staff_summary(c) for c in ordered],
-        "counts": {row["status"]: row["n"] for row in counts},
-    }
-
-
 async def case_in_scope(user: StaffUser, ticket_no: str) -> Case:
     permissions.require(user, permissions.CASE_VIEW)
-    case = await Case.filter(await _scope(user), ticket_no=ticket_no).first()
+    case = None
+    if lifecycle.is_ticket_no(ticket_no):
+        case = await Case.filter(await _scope(user), ticket_no=ticket_no).first()
     if case is None:
         raise NotFound("未找到该案件", code="case_not_found")
     return case
 
 
 async def view_case(user: StaffUser, ticket_no: str) -> dict[str, Any]:
-    return await staff_view(await case_in_scope(user, ticket_no))
+    case = await case_in_scope(user, ticket_no)
+    reveal = case.handler_id == user.id and not case.anonymous and bool(case.contact_phone)
+    if reveal:
+        # Every view of a reporter's identity is written to the audit log (执法全过程可回溯).
+        await audit_identity_view(case, staff_id=user.id)
+    return await staff_view(case, reveal_phone=reveal)
 
 
 Action = Callable[[Case, BaseDBAsyncClient], Awaitable[None]]
 
 
-async def _act(user: StaffUser, ticket_no: str, action: Action) -> dict[str, Any]:
-    permissions.require(user, permissions.CASE_ACT)
+async def _act(
+    user: StaffUser,
+    ticket_no: str,
+    action: Action,
+    *,
+    capability: str = permissions.CASE_ACT,
+    own_unit: bool = True,
+) -> dict[str, Any]:
+    # Scope first: a case outside it is "not found" for every role, whatever they may do.
     case = await case_in_scope(user, ticket_no)
-    async with in_transaction() as conn:
-        # The row lock makes two supervisors acting at once take turns; the loser sees the new state.
-        case = await Case.filter(id=case.id).select_for_update().using_db(conn).get()
-        if case.handling_unit_id != user.unit_id:
-            raise Forbidden("只有承办单位可以办理此案件", code="not_handling_unit")
-        await action(case, conn)
+    permissions.require(user, capability)
+    try:
+        async with in_transaction() as conn:
+            # The row lock makes two supervisors acting at once take turns; the loser gets 409.
+            case = await Case.filter(id=case.id).select_for_update().using_db(conn).get()
+            if own_unit and case.handling_unit_id != user.unit_id:
+                raise Forbidden("只有承办单位可以办理此案件", code="not_handling_unit")
+            await action(case, conn)
+    except Conflict as exc:
+        fresh = await Case.get(id=case.id)
+        exc.details = {**(exc.details or {}), "case": await staff_view(fresh)}
+        raise
     return await staff_view(case)
 
 
@@ -81,5 +84,99 @@ async def reply(
         ticket_no,
         lambda case, conn: lifecycle.reply(
             services, case, staff_id=user.id, message=message, conn=conn
+        ),
+    )
+
+
+async def log_contact(user: StaffUser, ticket_no: str, body: ContactCreate) -> dict[str, Any]:
+    return await _act(
+        user,
+        ticket_no,
+        lambda case, conn: case_actions.log_contact(
+            case, staff_id=user.id, outcome=body.outcome, contacted_at=body.contacted_at, conn=conn
+        ),
+    )
+
+
+async def request_info(
+    services: Services, user: StaffUser, ticket_no: str, message: str
+) -> dict[str, Any]:
+    return await _act(
+        user,
+        ticket_no,
+        lambda case, conn: case_actions.request_info(
+            services, case, staff_id=user.id, message=message, conn=conn
+        ),
+    )
+
+
+async def add_note(user: StaffUser, ticket_no: str, text: str) -> dict[str, Any]:
+    # Any staff who may see the case may leave an internal note on it.
+    return await _act(
+        user,
+        ticket_no,
+        lambda case, conn: case_actions.add_note(case, staff_id=user.id, text=text, conn=conn),
+        capability=permissions.CASE_VIEW,
+        own_unit=False,
+    )
+
+
+async def transfer(user: StaffUser, ticket_no: str, body: TransferCreate) -> dict[str, Any]:
+    return await _act(
+        user,
+        ticket_no,
+        lambda case, conn: case_actions.transfer(
+            case, staff_id=user.id, unit_code=body.unit_code, reason=body.reason, conn=conn
+        ),
+    )
+
+
+async def escalate(
+    services: Services, user: StaffUser, ticket_no: str, reason: str
+) -> dict[str, Any]:
+    return await _act(
+        user,
+        ticket_no,
+        lambda case, conn: case_actions.escalate(
+            services, case, staff_id=user.id, reason=reason, conn=conn
+        ),
+    )
+
+
+async def request_extension(
+    services: Services, user: StaffUser, ticket_no: str, body: ExtensionCreate
+) -> dict[str, Any]:
+    async def action(case: Case, conn: BaseDBAsyncClient) -> None:
+        await case_actions.request_extension(
+            services, case, staff_id=user.id, days=body.days, reason=body.reason, conn=conn
+        )
+
+    return await _act(user, ticket_no, action)
+
+
+async def decide_extension(
+    services: Services, user: StaffUser, ticket_no: str, body: ExtensionDecision
+) -> dict[str, Any]:
+    unit = await Unit.get(id=user.unit_id)
+
+    async def action(case: Case, conn: BaseDBAsyncClient) -> None:
+        # Decided one level up: by a unit above the handling unit, never by the handling unit.
+        if case.handling_path == unit.path or not case.handling_path.startswith(unit.path):
+            raise Forbidden("延期申请须由上级单位审批", code="not_approving_unit")
+        await case_actions.decide_extension(
+            services, case, approver=user, approve=body.approve, note=body.note, conn=conn
+        )
+
+    return await _act(
+        user, ticket_no, action, capability=permissions.EXTENSION_APPROVE, own_unit=False
+    )
+
+
+async def close(user: StaffUser, ticket_no: str) -> dict[str, Any]:
+    return await _act(
+        user,
+        ticket_no,
+        lambda case, conn: case_actions.close_after_feedback_window(
+            case, staff_id=user.id, conn=conn
         ),
     )

@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from api import clock
-from api.models import Case, CaseClock, Officer, Unit
+from api.models import Case, CaseClock, Evaluation, Officer, Unit
 from api.models.case import CaseStatus
 from api.models.clock import ClockStatus
 from api.services.catalog import CATEGORIES
 from api.services.timeline import event_view, events_of
-from api.texts import CLOCKS, KINDS, STATUS
+from api.services.uploads import evidence_refs
+from api.texts import CLOCKS, KINDS, LEVELS, STAFF_STATUS, STATUS
 
 
 def mask_phone(phone: str | None) -> str | None:
@@ -47,6 +48,8 @@ async def _base(case: Case) -> dict[str, Any]:
         "status_label": STATUS.get(case.status, case.status),
         "categories": _categories(case.categories),
         "description": case.description,
+        "location": case.location,
+        "occurred_at": clock.iso(case.occurred_at),
         "handling_unit": {"code": unit.code, "name": unit.name},
         "received_at": clock.iso(case.received_at),
         "replied_at": clock.iso(case.replied_at),
@@ -77,20 +80,36 @@ def citizen_summary(case: Case) -> dict[str, Any]:
     }
 
 
-def _reporter(case: Case) -> dict[str, Any]:
-    # Anonymous reporters are invisible to every staff role (DOMAIN.md, routing and independence).
+def _reporter(case: Case, reveal: bool) -> dict[str, Any]:
+    # Anonymous reporters are invisible to every staff role (DOMAIN.md, routing and independence);
+    # a named reporter's phone is shown in full only to the assigned handler, masked elsewhere.
     if case.anonymous:
         return {"anonymous": True}
-    return {"anonymous": False, "phone": mask_phone(case.contact_phone)}
+    phone = case.contact_phone if reveal else mask_phone(case.contact_phone)
+    return {"anonymous": False, "phone": phone, "phone_masked": not reveal}
 
 
-async def staff_view(case: Case) -> dict[str, Any]:
+async def _rating(case: Case) -> dict[str, Any] | None:
+    """The rating behind a 差评 follow-up case: what the citizen said about the encounter."""
+    evaluation = await Evaluation.get_or_none(case_id=case.id)
+    if evaluation is None:
+        return None
+    return {
+        "level": evaluation.level,
+        "level_label": LEVELS.get(evaluation.level),
+        "dimensions": evaluation.dimensions,
+        "answers": evaluation.answers,
+        "comment": evaluation.comment,
+    }
+
+
+async def staff_view(case: Case, *, reveal_phone: bool = False) -> dict[str, Any]:
     view = await _base(case)
     officer = await Officer.get(id=case.officer_id).prefetch_related("unit")
     view.update(
         urgency=case.urgency,
         officer={"name": officer.name, "cert_no": officer.cert_no, "unit": officer.unit.name},
-        reporter=_reporter(case),
+        reporter=_reporter(case, reveal_phone),
         from_public_supervisor=case.from_public_supervisor,
         discipline_flag=case.discipline_flag,
         criticism_flag=case.criticism_flag,
@@ -98,6 +117,9 @@ async def staff_view(case: Case) -> dict[str, Any]:
         version=case.version,
         next_due_at=clock.iso(case.next_due_at),
         clocks=await deadlines(case, running_only=False),
+        status_label=STAFF_STATUS.get(case.status, case.status),
+        rating=await _rating(case),
+        photos=await evidence_refs(case),  # evidence photos: signed, expiring URLs
         events=[
             {**event_view(e), "public": e.public} for e in await events_of(case, public_only=False)
         ],
@@ -110,7 +132,7 @@ def staff_summary(case: Case) -> dict[str, Any]:
         "ticket_no": case.ticket_no,
         "kind": case.kind,
         "status": case.status,
-        "status_label": STATUS.get(case.status, case.status),
+        "status_label": STAFF_STATUS.get(case.status, case.status),
         "urgency": case.urgency,
         "categories": _categories(case.categories),
         "received_at": clock.iso(case.received_at),

@@ -14,8 +14,8 @@ from api import db
 from api.redis import open_redis
 from api.services.context import Services, build_context
 from api.services.escalation import fire_due_steps
-from api.services.outbox import send_due_sms
 from api.settings import Settings, get_settings
+from api.workers.sms_sender import send_due_sms
 
 log = logging.getLogger("pingyi.worker")
 

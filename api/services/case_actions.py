@@ -1,0 +1,319 @@
+"""Supervisor actions on a case beyond acknowledge and reply (DOMAIN.md; issue rules in config).
+
+Like lifecycle.py, every function runs inside the caller's transaction and never commits.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from tortoise.backends.base.client import BaseDBAsyncClient
+
+from api import clock
+from api.errors import Conflict, NotFound
+from api.models import Case, CaseClock, ExtensionRequest, StaffUser, Unit
+from api.models.case import CaseStatus
+from api.models.clock import ClockStatus
+from api.models.extension import ExtensionStatus
+from api.services import clocks
+from api.services.catalog import is_serious
+from api.services.context import Services
+from api.services.lifecycle import close_case, require_status, save_case
+from api.services.outbox import enqueue_sms
+from api.services.routing import supervising_unit
+from api.services.timeline import record_event
+from api.validation import field_error
+
+MAX_TRANSFERS = 2  # DOMAIN.md: transfers are limited (default 2) and never reset the clock
+MAX_EXTENSION_DAYS = 10
+# Clocks that stop while the case waits for the citizen: the reply clocks.
+PAUSABLE = ("reply", "reply_urgent", "recheck", "bad_rating_rectify")
+EXTENDABLE = PAUSABLE
+WORKING = (CaseStatus.ACKNOWLEDGED, CaseStatus.RECHECKING)
+
+
+async def log_contact(
+    case: Case,
+    *,
+    staff_id: int,
+    outcome: str,
+    contacted_at: datetime | None,
+    conn: BaseDBAsyncClient,
+) -> None:
+    require_status(case, *WORKING, CaseStatus.WAITING)
+    now = clock.now()
+    when = contacted_at or now
+    if when > now:
+        raise field_error("contacted_at", "联系时间不能晚于当前时间")
+    await clocks.stop_clocks(case, ("first_contact", "bad_rating_followup"), at=now, conn=conn)
+    await clocks.refresh_next_due(case, conn=conn)
+    await record_event(
+        case,
+        "contacted",
+        actor="staff",
+        staff_id=staff_id,
+        conn=conn,
+        data={"outcome": outcome, "contacted_at": clock.iso(when)},
+    )
+
+
+async def request_info(
+    services: Services, case: Case, *, staff_id: int, message: str, conn: BaseDBAsyncClient
+) -> None:
+    require_status(case, *WORKING)
+    now = clock.now()
+    case.status = CaseStatus.WAITING
+    await save_case(case, conn, "status")
+    await clocks.pause_clocks(case, PAUSABLE, at=now, conn=conn)
+    await clocks.refresh_next_due(case, conn=conn)
+    unit = await Unit.get(id=case.handling_unit_id, using_db=conn)
+    await record_event(
+        case,
+        "info_requested",
+        actor="staff",
+        staff_id=staff_id,
+        conn=conn,
+        unit=unit.name,
+        message=message,
+    )
+
+
+async def supply_info(
+    services: Services, case: Case, *, message: str, conn: BaseDBAsyncClient
+) -> None:
+    require_status(case, CaseStatus.WAITING)
+    now = clock.now()
+    case.status = CaseStatus.RECHECKING if case.recheck_count else CaseStatus.ACKNOWLEDGED
+    await save_case(case, conn, "status")
+    policy = services.profile(case.sla_profile)
+    await clocks.resume_clocks(
+        case, at=now, policy=policy, calendar=await services.calendar(policy), conn=conn
+    )
+    await clocks.refresh_next_due(case, conn=conn)
+    await record_event(case, "info_supplied", actor="citizen", conn=conn, message=message)
+
+
+async def add_note(case: Case, *, staff_id: int, text: str, conn: BaseDBAsyncClient) -> None:
+    await record_event(
+        case, "note", actor="staff", staff_id=staff_id, public=False, conn=conn, text=text
+    )
+
+
+async def _transfer_target(case: Case, unit_code: str, conn: BaseDBAsyncClient) -> Unit:
+    current = await Unit.get(id=case.handling_unit_id, using_db=conn)
+    above = await supervising_unit(current)
+    target = await Unit.get_or_none(code=unit_code, using_db=conn)
+    if target is None or target.id == current.id or not target.path.startswith(above.path):
+        raise field_error("unit_code", "只能转交给同一上级单位管辖范围内的其他单位")
+    if is_serious(case.categories) and target.id == case.origin_unit_id:
+        raise field_error("unit_code", "严重问题案件不得转回被投诉人员所在单位")
+    return target
+
+
+async def transfer(
+    case: Case, *, staff_id: int, unit_code: str, reason: str, conn: BaseDBAsyncClient
+) -> None:
+    require_status(case, CaseStatus.RECEIVED, CaseStatus.ACKNOWLEDGED)
+    if case.transfer_count >= MAX_TRANSFERS:
+        raise Conflict(
+            f"该案件已转办{MAX_TRANSFERS}次，不能再转办",
+            code="transfer_limit",
+            details={"status": case.status},
+        )
+    target = await _transfer_target(case, unit_code, conn)
+    await _move(case, target, conn)
+    case.transfer_count += 1
+    await save_case(case, conn, "transfer_count")
+    await record_event(
+        case,
+        "transferred",
+        actor="staff",
+        staff_id=staff_id,
+        conn=conn,
+        unit=target.name,
+        data={"reason": reason},
+    )
+
+
+async def escalate(
+    services: Services, case: Case, *, staff_id: int, reason: str, conn: BaseDBAsyncClient
+) -> None:
+    """上报: the handling unit hands the case to the unit above; the clocks keep running."""
+    require_status(case, CaseStatus.RECEIVED, CaseStatus.ACKNOWLEDGED)
+    current = await Unit.get(id=case.handling_unit_id, using_db=conn)
+    above = await supervising_unit(current)
+    if above.id == current.id:
+        raise Conflict(
+            "已是最高一级单位，无法上报", code="no_unit_above", details={"status": case.status}
+        )
+    await _move(case, above, conn)
+    await record_event(
+        case,
+        "escalated",
+        actor="staff",
+        staff_id=staff_id,
+        conn=conn,
+        unit=above.name,
+        data={"reason": reason},
+    )
+    if above.leader_phone:
+        await enqueue_sms(
+            services,
+            phone=above.leader_phone,
+            template="new_case",
+            purpose="escalated",
+            case_id=case.id,
+            params={"ticket": case.ticket_no, "clock": "上报", "unit": above.name, "due": "尽快"},
+            conn=conn,
+        )
+
+
+async def _move(case: Case, unit: Unit, conn: BaseDBAsyncClient) -> None:
+    # A move never resets the clocks: 即接即办 counts from receipt (DOMAIN.md).
+    case.handling_unit_id, case.handling_path = unit.id, unit.path
+    await save_case(case, conn, "handling_unit_id", "handling_path")
+
+
+async def _extendable_clock(case: Case, conn: BaseDBAsyncClient) -> CaseClock:
+    found = (
+        await CaseClock.filter(
+            case_id=case.id,
+            kind__in=EXTENDABLE,
+            status__in=(ClockStatus.RUNNING, ClockStatus.PAUSED),
+        )
+        .using_db(conn)
+        .first()
+    )
+    if found is None:
+        raise Conflict(
+            "当前没有可以延期的办理时限", code="nothing_to_extend", details={"status": case.status}
+        )
+    return found
+
+
+async def request_extension(
+    services: Services,
+    case: Case,
+    *,
+    staff_id: int,
+    days: int,
+    reason: str,
+    conn: BaseDBAsyncClient,
+) -> ExtensionRequest:
+    require_status(case, *WORKING, CaseStatus.WAITING)
+    if (
+        case.extension_count
+        or await ExtensionRequest.filter(case_id=case.id).using_db(conn).exists()
+    ):
+        raise Conflict(
+            "每个案件只能申请一次延期", code="extension_used", details={"status": case.status}
+        )
+    if not 1 <= days <= MAX_EXTENSION_DAYS:
+        raise field_error("days", f"延期天数应为 1–{MAX_EXTENSION_DAYS} 个工作日")
+    target = await _extendable_clock(case, conn)
+    request = await ExtensionRequest.create(
+        case_id=case.id,
+        clock_kind=target.kind,
+        days=days,
+        reason=reason,
+        requested_by_id=staff_id,
+        created_at=clock.now(),
+        using_db=conn,
+    )
+    case.extension_count += 1
+    await save_case(case, conn, "extension_count")
+    await record_event(
+        case,
+        "extension_requested",
+        actor="staff",
+        staff_id=staff_id,
+        public=False,
+        conn=conn,
+        days=days,
+        reason=reason,
+    )
+    current = await Unit.get(id=case.handling_unit_id, using_db=conn)
+    above = await supervising_unit(current)
+    if above.leader_phone:
+        await enqueue_sms(
+            services,
+            phone=above.leader_phone,
+            template="approval_needed",
+            purpose="extension",
+            params={"ticket": case.ticket_no, "unit": current.name},
+            case_id=case.id,
+            conn=conn,
+        )
+    return request
+
+
+async def decide_extension(
+    services: Services,
+    case: Case,
+    *,
+    approver: StaffUser,
+    approve: bool,
+    note: str,
+    conn: BaseDBAsyncClient,
+) -> None:
+    request = (
+        await ExtensionRequest.filter(case_id=case.id, status=ExtensionStatus.PENDING)
+        .using_db(conn)
+        .first()
+    )
+    if request is None:
+        raise NotFound("没有待审批的延期申请", code="no_pending_extension")
+    request.status = ExtensionStatus.APPROVED if approve else ExtensionStatus.REFUSED
+    request.decided_by_id, request.decided_at, request.decision_note = (
+        approver.id,
+        clock.now(),
+        note,
+    )
+    await request.save(using_db=conn)
+    if not approve:
+        await record_event(
+            case,
+            "extension_refused",
+            actor="staff",
+            staff_id=approver.id,
+            public=False,
+            conn=conn,
+            note=note or "无",
+        )
+        return
+    target = await CaseClock.get(case_id=case.id, kind=request.clock_kind, using_db=conn)
+    policy = services.profile(case.sla_profile)
+    await clocks.extend_clock(
+        target,
+        days=request.days,
+        policy=policy,
+        calendar=await services.calendar(policy),
+        conn=conn,
+    )
+    await clocks.refresh_next_due(case, conn=conn)
+    unit = await Unit.get(id=approver.unit_id, using_db=conn)
+    due = clock.to_china(target.due_at)
+    await record_event(
+        case,
+        "extension_approved",
+        actor="staff",
+        staff_id=approver.id,
+        conn=conn,
+        unit=unit.name,
+        due=f"{due:%Y年%m月%d日%H:%M}",
+        reason=request.reason,
+    )
+
+
+async def close_after_feedback_window(
+    case: Case, *, staff_id: int, conn: BaseDBAsyncClient
+) -> None:
+    require_status(case, CaseStatus.REPLIED)
+    window = await CaseClock.get_or_none(case_id=case.id, kind="feedback_window", using_db=conn)
+    if window is not None and window.due_at > clock.now():
+        raise Conflict(
+            "群众评价期尚未结束，暂不能办结",
+            code="feedback_window_open",
+            details={"status": case.status, "until": clock.iso(window.due_at)},
+        )
+    await close_case(case, reason="not_rated", event="closed_by_staff", conn=conn)

@@ -1,0 +1,164 @@
+"""Staff inbox filters and paging; staff accounts: lockout, password rules, disabling, WeChat."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import httpx
+
+from api import clock
+from api.fakes.wechat import FakeWeChatServer
+from api.models import SecurityEvent
+from api.services.context import Services
+from api.services.staff_accounts import password_problem
+from tests.support import PASSWORD, at, citizen_token, dev_code, make_world, staff_token
+
+URL = "/api/v1/staff/complaints"
+
+
+async def _file(
+    client: httpx.AsyncClient, headers: dict[str, str], card: str, categories: list[str]
+) -> str:
+    body = {"card_code": card, "categories": categories, "description": "执法人员态度恶劣。"}
+    res = await client.post("/api/v1/complaints", json=body, headers=headers)
+    assert res.status_code == 201, res.text
+    return str(res.json()["ticket_no"])
+
+
+async def test_inbox_filters_and_cursor_pages(
+    client: httpx.AsyncClient, services: Services
+) -> None:
+    clock.freeze(at("2025-03-03 09:00"))
+    world = await make_world()
+    citizen = await citizen_token(client)
+    tickets = []
+    for minute in range(7):
+        clock.freeze(at("2025-03-03 09:00") + timedelta(minutes=minute))
+        cats = ["NO_BODYCAM"] if minute % 2 else ["RUDE"]
+        tickets.append(
+            await _file(
+                client, citizen, world.card.code if minute < 5 else world.other_card.code, cats
+            )
+        )
+    city = await staff_token(client, "city-4301")
+
+    seen, cursor = [], None
+    while True:
+        params = {"limit": 3, **({"cursor": cursor} if cursor else {})}
+        page = (await client.get(URL, params=params, headers=city)).json()
+        seen += [c["ticket_no"] for c in page["items"]]
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert seen == tickets  # most urgent (earliest 签收 deadline) first, each exactly once
+    assert page["counts"] == {"received": 7}
+
+    bodycam = (await client.get(URL, params={"category": "NO_BODYCAM"}, headers=city)).json()[
+        "items"
+    ]
+    assert [c["ticket_no"] for c in bodycam] == tickets[1::2]
+    tianxin = (await client.get(URL, params={"unit": "430103"}, headers=city)).json()["items"]
+    assert [c["ticket_no"] for c in tianxin] == tickets[5:]
+    clock.freeze(at("2025-03-03 11:03"))
+    city = await staff_token(client, "city-4301")
+    overdue = (await client.get(URL, params={"overdue": "true"}, headers=city)).json()["items"]
+    assert [c["ticket_no"] for c in overdue] == tickets[:4] and all(c["overdue"] for c in overdue)
+    for bad in (
+        {"category": "NOPE"},
+        {"overdue": "yes"},
+        {"due_before": "tomorrow"},
+        {"cursor": "!!"},
+        {"unit": "4302"},
+    ):
+        res = await client.get(URL, params=bad, headers=city)
+        assert res.status_code == 422, (bad, res.text)
+
+
+async def test_lockout_is_recorded_and_unknown_names_lock_alike(
+    client: httpx.AsyncClient, services: Services
+) -> None:
+    await make_world()
+    for name in ("county-430102", "nobody-here"):
+        codes = []
+        for _ in range(6):
+            res = await client.post(
+                "/api/v1/staff/auth/login", json={"username": name, "password": "wrong-password-1"}
+            )
+            codes.append(res.json()["error"]["code"])
+        assert codes == ["invalid_credentials"] * 5 + ["account_locked"], (name, codes)
+    res = await client.post(
+        "/api/v1/staff/auth/login", json={"username": "county-430102", "password": PASSWORD}
+    )
+    assert res.status_code == 401 and res.json()["error"]["code"] == "account_locked"
+    assert await SecurityEvent.filter(kind="locked", staff__username="county-430102").count() == 1
+
+
+def test_password_rules() -> None:
+    assert password_problem("short1", username="zhang", production=False)
+    assert password_problem("zhang-2025-abc", username="zhang", production=False)
+    assert password_problem("1234567890123", username="zhang", production=False)
+    assert password_problem("pingyi-demo", username="zhang", production=True)
+    assert password_problem("Hunan-2025-ok!", username="zhang", production=True) is None
+
+
+async def test_change_password_and_disable_take_effect_at_once(
+    client: httpx.AsyncClient, services: Services
+) -> None:
+    await make_world()
+    county = await staff_token(client, "county-430102")
+    weak = await client.post(
+        "/api/v1/staff/auth/password",
+        json={"old_password": PASSWORD, "new_password": "abc"},
+        headers=county,
+    )
+    assert (
+        weak.status_code == 422
+        and weak.json()["error"]["details"]["fields"][0]["field"] == "new_password"
+    )
+    ok = await client.post(
+        "/api/v1/staff/auth/password",
+        json={"old_password": PASSWORD, "new_password": "Furong-2025-safe"},
+        headers=county,
+    )
+    assert ok.status_code == 200
+    login = await client.post(
+        "/api/v1/staff/auth/login",
+        json={"username": "county-430102", "password": "Furong-2025-safe"},
+    )
+    assert login.status_code == 200
+    fresh = {"Authorization": f"Bearer {login.json()['token']}"}
+
+    handler = await staff_token(client, "county-430103")
+    assert (
+        await client.post("/api/v1/admin/staff/county-430102/disable", headers=handler)
+    ).status_code == 403
+    province = await staff_token(client, "province")
+    res = await client.post("/api/v1/admin/staff/county-430102/disable", headers=province)
+    assert res.status_code == 200
+    for token in (county, fresh):
+        assert (await client.get(URL, headers=token)).status_code == 401
+    assert (
+        await client.post("/api/v1/admin/staff/no-such-user/disable", headers=province)
+    ).status_code == 404
+
+
+async def test_staff_binds_wechat_and_signs_in_from_the_mini_program(
+    client: httpx.AsyncClient, services: Services, wechat_fake: FakeWeChatServer
+) -> None:
+    await make_world()
+    unbound = await client.post("/api/v1/staff/auth/wechat", json={"code": dev_code("zhangsan")})
+    assert unbound.status_code == 401 and unbound.json()["error"]["code"] == "wechat_not_bound"
+    county = await staff_token(client, "county-430102")
+    res = await client.post(
+        "/api/v1/staff/auth/wechat/bind", json={"code": dev_code("zhangsan")}, headers=county
+    )
+    assert res.status_code == 200
+    other = await staff_token(client, "county-430103")
+    taken = await client.post(
+        "/api/v1/staff/auth/wechat/bind", json={"code": dev_code("zhangsan")}, headers=other
+    )
+    assert taken.status_code == 409
+    login = await client.post("/api/v1/staff/auth/wechat", json={"code": dev_code("zhangsan")})
+    assert login.status_code == 200
+    inbox = await client.get(URL, headers={"Authorization": f"Bearer {login.json()['token']}"})
+    assert inbox.status_code == 200

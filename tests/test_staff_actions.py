@@ -1,0 +1,211 @@
+"""Supervisor actions: contact, request information (pause), notes, transfer, escalate, extension,
+close, and two supervisors acting at the same moment."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import httpx
+
+from api import clock
+from api.models import CaseClock, EscalationStep
+from api.services.context import Services
+from tests.support import at, citizen_token, make_world, staff, staff_token
+
+URL = "/api/v1/staff/complaints"
+
+
+async def _case(
+    client: httpx.AsyncClient, card_code: str, **extra: object
+) -> tuple[str, dict[str, str]]:
+    citizen = await citizen_token(client)
+    body = {
+        "card_code": card_code,
+        "categories": ["RUDE"],
+        "description": "态度恶劣，语言粗暴。",
+        **extra,
+    }
+    res = await client.post("/api/v1/complaints", json=body, headers=citizen)
+    assert res.status_code == 201, res.text
+    return res.json()["ticket_no"], citizen
+
+
+async def _post(
+    client: httpx.AsyncClient,
+    ticket: str,
+    action: str,
+    headers: dict[str, str],
+    body: dict | None = None,
+) -> httpx.Response:
+    return await client.post(f"{URL}/{ticket}/{action}", json=body or {}, headers=headers)
+
+
+async def _reply_due(
+    ticket_id_or_no: str, client: httpx.AsyncClient, headers: dict[str, str]
+) -> str:
+    view = (await client.get(f"{URL}/{ticket_id_or_no}", headers=headers)).json()
+    return next(c["due_at"] for c in view["clocks"] if c["clock"] == "reply")
+
+
+async def test_request_info_pauses_the_reply_clock_until_the_citizen_answers(
+    client: httpx.AsyncClient, services: Services
+) -> None:
+    clock.freeze(at("2025-03-03 10:00"))  # Monday
+    world = await make_world()
+    ticket, citizen = await _case(client, world.card.code)
+    county = await staff_token(client, "county-430102")
+    assert (
+        await _post(client, ticket, "request-info", county, {"message": "请提供罚单照片"})
+    ).status_code == 409
+    assert (await _post(client, ticket, "acknowledge", county)).status_code == 200
+    assert await _reply_due(ticket, client, county) == "2025-03-10T17:30:00+08:00"
+
+    clock.freeze(at("2025-03-04 10:00"))
+    county = await staff_token(client, "county-430102")  # a staff session lasts 8 hours
+    res = await _post(client, ticket, "request-info", county, {"message": "请提供罚单照片"})
+    assert res.status_code == 200 and res.json()["status"] == "waiting"
+    reply_clock = await CaseClock.get(case__ticket_no=ticket, kind="reply")
+    assert reply_clock.status == "paused"
+    assert not await EscalationStep.filter(clock_id=reply_clock.id, status="pending").exists()
+    mine = (await client.get(f"/api/v1/complaints/{ticket}", headers=citizen)).json()
+    assert (
+        mine["status_label"] == "待您补充材料" and "请提供罚单照片" in mine["timeline"][-1]["text"]
+    )
+
+    clock.freeze(at("2025-03-06 10:00"))  # two working days later
+    county, citizen = await staff_token(client, "county-430102"), await citizen_token(client)
+    res = await client.post(
+        f"/api/v1/complaints/{ticket}/supplements", json={"message": "照片已上传"}, headers=citizen
+    )
+    assert res.status_code == 200 and res.json()["status"] == "acknowledged"
+    # 13 working hours were paused (Tue 10:00 → Thu 10:00), so the deadline moves by as much.
+    assert await _reply_due(ticket, client, county) == "2025-03-12T17:30:00+08:00"
+    steps = await EscalationStep.filter(clock_id=reply_clock.id, status="pending").order_by(
+        "due_at"
+    )
+    assert [s.step for s in steps] == ["warn_50", "warn_80", "due", "province", "criticism"]
+    assert all(s.generation == 1 for s in steps)
+    again = await client.post(
+        f"/api/v1/complaints/{ticket}/supplements", json={"message": "再补充"}, headers=citizen
+    )
+    assert again.status_code == 409
+
+
+async def test_contact_note_transfer_and_escalate(
+    client: httpx.AsyncClient, services: Services
+) -> None:
+    world = await make_world()
+    ticket, citizen = await _case(client, world.card.code, phone="13800138000")
+    county = await staff_token(client, "county-430102")
+    assert (await _post(client, ticket, "acknowledge", county)).status_code == 200
+    res = await _post(
+        client, ticket, "contact", county, {"outcome": "已电话联系，群众同意等待调查结果"}
+    )
+    assert res.status_code == 200
+    assert {c["clock"]: c["status"] for c in res.json()["clocks"]}["first_contact"] == "stopped"
+    res = await _post(client, ticket, "notes", county, {"text": "调取执法记录仪视频"})
+    assert res.status_code == 200 and res.json()["events"][-1]["public"] is False
+    timeline = (await client.get(f"/api/v1/complaints/{ticket}", headers=citizen)).json()[
+        "timeline"
+    ]
+    assert not any("调取执法记录仪" in e["text"] for e in timeline)
+
+    before = await _reply_due(ticket, client, county)
+    assert (
+        await _post(client, ticket, "transfer", county, {"unit_code": "430103"})
+    ).status_code == 422
+    outside = await _post(
+        client, ticket, "transfer", county, {"unit_code": "430202", "reason": "管辖错误"}
+    )
+    assert (
+        outside.status_code == 422
+        and outside.json()["error"]["details"]["fields"][0]["field"] == "unit_code"
+    )
+    moved = await _post(
+        client, ticket, "transfer", county, {"unit_code": "430103", "reason": "属天心区管辖"}
+    )
+    assert moved.status_code == 200 and moved.json()["handling_unit"]["code"] == "430103"
+    assert (await client.get(f"{URL}/{ticket}", headers=county)).status_code == 404
+    tianxin = await staff_token(client, "county-430103")
+    assert await _reply_due(ticket, client, tianxin) == before  # transfers never reset the clock
+    back = await _post(
+        client, ticket, "transfer", tianxin, {"unit_code": "430102", "reason": "退回原单位"}
+    )
+    assert back.status_code == 200
+    third = await _post(
+        client, ticket, "transfer", county, {"unit_code": "430103", "reason": "再次转办"}
+    )
+    assert third.status_code == 409 and third.json()["error"]["code"] == "transfer_limit"
+
+    up = await _post(client, ticket, "escalate", county, {"reason": "涉及多个大队"})
+    assert up.status_code == 200 and up.json()["handling_unit"]["code"] == "4301"
+    assert (await client.get(f"{URL}/{ticket}", headers=county)).status_code == 404
+
+
+async def test_extension_once_approved_one_level_up(
+    client: httpx.AsyncClient, services: Services
+) -> None:
+    clock.freeze(at("2025-03-03 10:00"))
+    world = await make_world()
+    ticket, citizen = await _case(client, world.card.code)
+    county, city = (
+        await staff_token(client, "county-430102"),
+        await staff_token(client, "city-4301"),
+    )
+    await _post(client, ticket, "acknowledge", county)
+    assert (
+        await _post(client, ticket, "extension", county, {"days": 11, "reason": "需要调查"})
+    ).status_code == 422
+    res = await _post(
+        client, ticket, "extension", county, {"days": 3, "reason": "需调取外地执法记录"}
+    )
+    assert res.status_code == 200
+    again = await _post(client, ticket, "extension", county, {"days": 2, "reason": "还需时间"})
+    assert again.status_code == 409 and again.json()["error"]["code"] == "extension_used"
+    own = await _post(client, ticket, "extension/decision", county, {"approve": True})
+    assert own.status_code == 403  # the handling unit cannot approve its own extension
+    res = await _post(client, ticket, "extension/decision", city, {"approve": True, "note": "同意"})
+    assert res.status_code == 200
+    assert await _reply_due(ticket, client, county) == "2025-03-13T17:30:00+08:00"
+    timeline = (await client.get(f"/api/v1/complaints/{ticket}", headers=citizen)).json()[
+        "timeline"
+    ]
+    assert "需调取外地执法记录" in timeline[-1]["text"] and "2025年03月13日" in timeline[-1]["text"]
+    twice = await _post(client, ticket, "extension/decision", city, {"approve": False})
+    assert twice.status_code == 404
+
+
+async def test_close_only_after_the_feedback_window(
+    client: httpx.AsyncClient, services: Services
+) -> None:
+    clock.freeze(at("2025-03-03 10:00"))
+    world = await make_world()
+    ticket, _ = await _case(client, world.card.code)
+    county = await staff_token(client, "county-430102")
+    await _post(client, ticket, "acknowledge", county)
+    await _post(client, ticket, "reply", county, {"message": "已核实处理"})
+    early = await _post(client, ticket, "close", county)
+    assert early.status_code == 409 and early.json()["error"]["code"] == "feedback_window_open"
+    clock.advance(timedelta(days=7, minutes=1))
+    res = await _post(client, ticket, "close", await staff_token(client, "county-430102"))
+    assert res.status_code == 200 and res.json()["status"] == "closed"
+
+
+async def test_two_supervisors_acknowledge_at_once(
+    client: httpx.AsyncClient, services: Services
+) -> None:
+    world = await make_world()
+    await staff("county-430102-b", "430102", "handler")
+    ticket, _ = await _case(client, world.card.code)
+    a, b = await staff_token(client, "county-430102"), await staff_token(client, "county-430102-b")
+    for _ in range(3):
+        results = await asyncio.gather(
+            _post(client, ticket, "acknowledge", a), _post(client, ticket, "acknowledge", b)
+        )
+        codes = sorted(r.status_code for r in results)
+        assert codes == [200, 409] or codes == [409, 409]
+        loser = next(r for r in results if r.status_code == 409)
+        assert loser.json()["error"]["details"]["case"]["status"] == "acknowledged"
+    view = (await client.get(f"{URL}/{ticket}", headers=a)).json()
+    assert sum(e["kind"] == "acknowledged" for e in view["events"]) == 1
