@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     sms_protocol: str = "https"
     sms_timeout: float = 5.0
 
+    # SMS to a unit's handlers when a new case reaches it (off where subscribe messages do it).
+    notify_new_cases: bool = True
     worker_poll_seconds: float = 2.0
     worker_batch: int = 200
     sms_lease_seconds: int = 60

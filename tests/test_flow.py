@@ -254,3 +254,14 @@ async def test_overdue_case_escalates_to_province_once(
     )
     county = await staff_token(client, "county-430102")
     assert (await client.get("/api/v1/admin/sms", headers=county)).status_code == 403
+
+
+async def test_new_case_reaches_the_units_handlers_but_not_the_accused(
+    client: httpx.AsyncClient, services: Services
+) -> None:
+    clock.freeze(at("2025-03-03 10:00"))
+    world = await make_world()
+    ticket = (await _file(client, await citizen_token(client), world.card.code))["ticket_no"]
+    notices = await SmsOutbox.filter(template="new_case")
+    assert [n.phone for n in notices] == ["13900430102"]  # not 13700430102, the accused's account
+    assert notices[0].params["ticket"] == ticket and notices[0].params["due"] == "03月03日12:00"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from datetime import datetime, time, timedelta
 
 import pytest
@@ -19,6 +20,14 @@ from api.sla.policy import QuietHours
 from api.workers.sms_claims import UNCONFIRMED_ERROR, claim_next, due_rows
 from api.workers.sms_sender import _record, send_due_sms
 from tests.support import at, file_cases, make_world
+
+
+@pytest.fixture(autouse=True)
+def _no_new_case_notices(services: Services) -> Iterator[None]:
+    # These tests count escalation reminders per phone; new-case notices are tested elsewhere.
+    services.settings.notify_new_cases = False
+    yield
+    services.settings.notify_new_cases = True
 
 
 async def test_claim_query_skips_locked_rows(clean_db: str) -> None:

@@ -6,18 +6,17 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from tortoise.backends.base.client import BaseDBAsyncClient
-from tortoise.expressions import Q
 from tortoise.queryset import QuerySet
 from tortoise.transactions import in_transaction
 
 from api import clock
-from api.db import column
-from api.models import Case, CaseClock, EscalationStep, StaffUser, Unit
+from api.models import Case, CaseClock, EscalationStep, Unit
 from api.models.case import CaseStatus
 from api.models.clock import ClockStatus, StepStatus
 from api.services import lifecycle
 from api.services.context import Services
 from api.services.outbox import enqueue_sms
+from api.services.recipients import handler_phones
 from api.services.routing import province_unit, supervising_unit
 from api.services.timeline import record_event
 from api.texts import CLOCKS
@@ -25,7 +24,6 @@ from api.texts import CLOCKS
 log = logging.getLogger("pingyi.escalation")
 
 Action = Callable[[Services, Case, CaseClock, EscalationStep, BaseDBAsyncClient], Awaitable[None]]
-HANDLER_ROLES = ("handler", "supervisor")
 
 
 def _sms_params(case: Case, clk: CaseClock, unit: Unit) -> dict[str, object]:
@@ -70,16 +68,10 @@ async def _warn(
         return  # a late warning (worker was down) is superseded by the deadline's own SMS
     unit = await Unit.get(id=case.handling_unit_id, using_db=conn)
     # The accused officer is never told about a case about themself, even with a staff account.
-    handlers = StaffUser.filter(
-        Q(officer_id__isnull=True) | ~Q(officer_id=case.officer_id),
-        unit_id=unit.id,
-        role__in=HANDLER_ROLES,
-        is_active=True,
-        phone__isnull=False,
-    ).using_db(conn)
+    phones = await handler_phones(unit_id=unit.id, officer_id=case.officer_id, conn=conn)
     await _notify(
         services,
-        await column(handlers, "phone"),
+        phones,
         template="sla_warning",
         case=case,
         clk=clk,

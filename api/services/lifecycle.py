@@ -13,12 +13,13 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 
 from api import clock
 from api.errors import Conflict
-from api.models import Case, Officer, Unit
+from api.models import Case, CaseClock, Officer, Unit
 from api.models.case import CaseKind, CaseStatus
 from api.services import clocks
 from api.services.catalog import CATEGORIES, needs_discipline, urgency_of
 from api.services.context import Services
 from api.services.outbox import enqueue_sms
+from api.services.recipients import handler_phones
 from api.services.routing import handling_unit_for, supervising_unit
 from api.services.timeline import record_event
 from api.texts import STATUS
@@ -92,6 +93,7 @@ async def open_case(
     await clocks.refresh_next_due(case, conn=conn)
     event = "received" if kind == CaseKind.COMPLAINT else "bad_rating_received"
     await record_event(case, event, conn=conn, unit=unit.name)
+    await _tell_handlers(services, case, unit, conn)
     if case.urgency == "urgent" and unit.leader_phone:
         labels = "、".join(CATEGORIES[c].label for c in categories if c in CATEGORIES)
         await enqueue_sms(
@@ -105,6 +107,32 @@ async def open_case(
             conn=conn,
         )
     return case
+
+
+async def _tell_handlers(
+    services: Services, case: Case, unit: Unit, conn: BaseDBAsyncClient
+) -> None:
+    """A new case in my unit: its handlers hear of it, with the 签收 deadline."""
+    if not services.settings.notify_new_cases:
+        return
+    ack = await CaseClock.get(case_id=case.id, kind="acknowledge", using_db=conn)
+    due = clock.to_china(ack.due_at)
+    for phone in await handler_phones(unit_id=unit.id, officer_id=case.officer_id, conn=conn):
+        await enqueue_sms(
+            services,
+            phone=phone,
+            template="new_case",
+            purpose="new_case",
+            case_id=case.id,
+            urgent=case.urgency == "urgent",
+            conn=conn,
+            params={
+                "ticket": case.ticket_no,
+                "clock": "签收",
+                "unit": unit.name,
+                "due": f"{due:%m月%d日%H:%M}",
+            },
+        )
 
 
 def _clocks_on_receipt(case: Case) -> list[str]:
