@@ -366,6 +366,8 @@ def _registered_routes() -> set[tuple[str, str]]:
                     found.add((method, "/" + route.uri.lstrip("/")))
     # Account administration is not about a case: tests/test_staff_accounts.py covers it.
     found.discard(("POST", "/api/v1/admin/staff/<username:str>/disable"))
+    # Read-only help for writing a reply: scoped like the case itself (tests/test_staff_actions.py).
+    found.discard(("GET", "/api/v1/staff/complaints/<ticket_no:str>/reply-templates"))
     return found
 
 

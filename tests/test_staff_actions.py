@@ -209,3 +209,20 @@ async def test_two_supervisors_acknowledge_at_once(
         assert loser.json()["error"]["details"]["case"]["status"] == "acknowledged"
     view = (await client.get(f"{URL}/{ticket}", headers=a)).json()
     assert sum(e["kind"] == "acknowledged" for e in view["events"]) == 1
+
+
+async def test_reply_templates_follow_the_categories(
+    client: httpx.AsyncClient, services: Services
+) -> None:
+    world = await make_world()
+    ticket, _ = await _case(client, world.card.code, categories=["NO_BODYCAM", "RUDE"])
+    county = await staff_token(client, "county-430102")
+    res = await client.get(f"{URL}/{ticket}/reply-templates", headers=county)
+    assert res.status_code == 200
+    items = res.json()["items"]
+    assert [i["category"] for i in items] == ["NO_BODYCAM", "RUDE", "default"]
+    assert (
+        ticket in items[0]["text"] and "张执法" in items[1]["text"] and "${" not in items[2]["text"]
+    )
+    other = await staff_token(client, "county-430103")
+    assert (await client.get(f"{URL}/{ticket}/reply-templates", headers=other)).status_code == 404

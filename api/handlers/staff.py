@@ -20,6 +20,7 @@ from api.schemas import (
     TransferCreate,
 )
 from api.services import inbox as inbox_service
+from api.services import reply_templates as reply_templates_service
 from api.services import staff_cases
 from api.validation import parse_json
 
@@ -119,3 +120,10 @@ async def extension_decision(request: Request, ticket_no: str) -> HTTPResponse:
 async def close(request: Request, ticket_no: str) -> HTTPResponse:
     user = await current_staff(request)
     return json(await staff_cases.close(user, ticket_no))
+
+
+@bp.get("/complaints/<ticket_no:str>/reply-templates")
+@openapi.definition(summary="答复模板（按问题类别，已填入案件信息，可编辑）", tag="staff")
+async def reply_templates(request: Request, ticket_no: str) -> HTTPResponse:
+    user = await current_staff(request)
+    return json(await reply_templates_service.templates_for_case(user, ticket_no))
