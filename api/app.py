@@ -38,6 +38,11 @@ def create_app(settings: Settings | None = None, *, name: str = "pingyi") -> San
     app.config.API_DESCRIPTION = "交通运输执法评议与监督"
     app.ctx.settings = settings
     Extend(app)
+    # --- rate limits and Idempotency-Key (api/middleware.py) ---
+    from api import middleware
+
+    middleware.register(app, settings)
+    # --- end rate limits and Idempotency-Key ---
     _register_listeners(app, settings)
     _register_errors(app)
     _register_blueprints(app)

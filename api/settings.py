@@ -42,7 +42,7 @@ class Settings(BaseSettings):
 
     # SMS to a unit's handlers when a new case reaches it (off where subscribe messages do it).
     notify_new_cases: bool = True
-    worker_poll_seconds: float = 2.0
+    worker_poll_seconds: float = 0.5  # an idle pass costs ~2 ms (scripts/bench-sla)
     worker_batch: int = 200
     sms_lease_seconds: int = 60
 
@@ -53,6 +53,19 @@ class Settings(BaseSettings):
     evidence_url_ttl: int = 600  # seconds a signed photo URL stays valid
     # --- end evidence photos ---
     sms_digest_seconds: int = 300  # reminders to one phone within this window: one digest SMS
+
+    # --- rate limits, Idempotency-Key, two-tap login (api/middleware.py, api/services/auth.py) ---
+    # X-Forwarded-For is trusted only behind this many proxies (0: the socket peer is the client).
+    trusted_proxies: int = 0
+    real_ip_header: str = ""  # e.g. X-Real-IP, set by the trusted proxy; ignored when 0 proxies
+    rate_limits_enabled: bool = True
+    rate_ip_per_minute: int = 600  # all requests from one IP (carrier NAT: keep generous)
+    rate_posts_per_minute: int = 60  # POSTs per caller (bearer session, else IP); 0 = off
+    rate_complaints_per_hour: int = 10  # complaints filed per citizen; 0 = off
+    idempotency_ttl: int = 24 * 3600  # seconds a stored answer is replayed
+    idempotency_lock_seconds: int = 30  # longest a first request may hold its key
+    login_code_replay_seconds: int = 60  # the same wx.login code again → the same token; 0 = off
+    # --- end rate limits, Idempotency-Key, two-tap login ---
 
     @property
     def is_production(self) -> bool:

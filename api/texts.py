@@ -46,6 +46,7 @@ CLOCKS = {
     "bad_rating_followup": "差评回访核实",
     "bad_rating_rectify": "差评整改反馈",
     "feedback_window": "评价期",
+    "revisit": "回访",
 }
 
 KINDS = {"complaint": "投诉举报", "bad_rating": "差评回访核实"}

@@ -16,6 +16,8 @@ from api import clock, db
 BASE_URL = os.environ.get("PINGYI_TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("PINGYI_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 TEST_DB = f"pingyi_test_{os.getpid()}"
+# Per run, so two test runs sharing one Redis never clear each other's keys.
+REDIS_PREFIX = f"pingyi-test-{os.getpid()}:"
 
 
 def _with_database(url: str, name: str) -> str:
@@ -65,7 +67,7 @@ async def clean_db(database: str) -> AsyncIterator[str]:
 
 @pytest.fixture
 async def redis(redis_client: Redis) -> AsyncIterator[Redis]:
-    keys = [k async for k in redis_client.scan_iter(match="pingyi-test:*", count=1000)]
+    keys = [k async for k in redis_client.scan_iter(match=f"{REDIS_PREFIX}*", count=1000)]
     if keys:
         await redis_client.delete(*keys)
     yield redis_client
@@ -121,7 +123,7 @@ def make_settings(
         "environment": "test",
         "database_url": database_url,
         "redis_url": REDIS_URL,
-        "redis_prefix": "pingyi-test:",
+        "redis_prefix": REDIS_PREFIX,
         "public_base_url": "https://pingyi.test",
         "cards_dir": cards_dir,
         "sla_policy": ROOT / "config" / "sla.toml",
@@ -135,6 +137,9 @@ def make_settings(
         "sms_protocol": "http",
         "sms_timeout": 2.0,
         "worker_poll_seconds": 0.1,
+        # Suites send hundreds of requests a minute from one address; tests/test_idempotency.py
+        # turns the limits on where it tests them.
+        "rate_limits_enabled": False,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

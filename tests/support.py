@@ -22,7 +22,7 @@ from api.services.cards import new_card_code
 from api.services.context import Services
 from api.services.passwords import hash_password
 from api.settings import ROOT
-from tests.conftest import REDIS_URL, SMS_KEY, SMS_SECRET
+from tests.conftest import REDIS_PREFIX, REDIS_URL, SMS_KEY, SMS_SECRET
 
 PASSWORD = "pingyi-test-pass"
 _nonce = itertools.count()
@@ -138,7 +138,7 @@ def worker_env(
         "PINGYI_ENVIRONMENT": "test",
         "PINGYI_DATABASE_URL": database_url,
         "PINGYI_REDIS_URL": REDIS_URL,
-        "PINGYI_REDIS_PREFIX": "pingyi-test:",
+        "PINGYI_REDIS_PREFIX": REDIS_PREFIX,
         "PINGYI_SMS_ENDPOINT": sms_endpoint,
         "PINGYI_SMS_PROTOCOL": "http",
         "PINGYI_SMS_ACCESS_KEY_ID": SMS_KEY,

@@ -542,9 +542,10 @@ async def test_reused_and_garbage_wechat_codes(edge_client: httpx.AsyncClient) -
     url = "/api/v1/auth/wechat"
     code = dev_code("alice")
     assert (await edge_client.post(url, json={"code": code})).status_code == 200
-    reused = await edge_client.post(url, json={"code": code})
-    error = assert_error(reused, 401, "wechat_code_invalid")
-    assert "已被使用" in error["message"] and error["details"]["errcode"] == 40163
+    # A second tap within a minute gets the first tap's session (tests/test_idempotency.py also
+    # covers a code reused after that window: 401, errcode 40163).
+    again = await edge_client.post(url, json={"code": code})
+    assert again.status_code == 200, again.text
     for garbage in ("hello", "dev-", "dev-bad user-1", "x" * 128, "dev-alice-1 x"):
         res = await edge_client.post(url, json={"code": garbage})
         error = assert_error(res, 401, "wechat_code_invalid")

@@ -162,3 +162,37 @@ async def test_staff_binds_wechat_and_signs_in_from_the_mini_program(
     assert login.status_code == 200
     inbox = await client.get(URL, headers={"Authorization": f"Bearer {login.json()['token']}"})
     assert inbox.status_code == 200
+
+
+async def test_password_change_ends_other_sessions_and_counts_failures(
+    client: httpx.AsyncClient, services: Services
+) -> None:
+    await make_world()
+    first, second = (
+        await staff_token(client, "county-430102"),
+        await staff_token(client, "county-430102"),
+    )
+    url = "/api/v1/staff/auth/password"
+    same = await client.post(
+        url, json={"old_password": PASSWORD, "new_password": PASSWORD}, headers=first
+    )
+    assert same.status_code == 422
+    ok = await client.post(
+        url, json={"old_password": PASSWORD, "new_password": "Furong-2025-new"}, headers=first
+    )
+    assert ok.status_code == 200
+    assert (await client.get(URL, headers=first)).status_code == 200  # the session that changed it
+    assert (await client.get(URL, headers=second)).status_code == 401  # every other one ends
+    for _ in range(5):
+        res = await client.post(
+            url, json={"old_password": "guess-1234", "new_password": "Another-2025"}, headers=first
+        )
+        assert res.status_code == 401
+    login = await client.post(
+        "/api/v1/staff/auth/login",
+        json={"username": "county-430102", "password": "Furong-2025-new"},
+    )
+    assert login.json()["error"]["code"] == "account_locked"
+    province = await staff_token(client, "province")
+    own = await client.post("/api/v1/admin/staff/province/disable", headers=province)
+    assert own.status_code == 409 and own.json()["error"]["code"] == "cannot_disable_self"

@@ -226,3 +226,59 @@ async def test_reply_templates_follow_the_categories(
     )
     other = await staff_token(client, "county-430103")
     assert (await client.get(f"{URL}/{ticket}/reply-templates", headers=other)).status_code == 404
+
+
+async def test_moves_and_contacts_keep_to_the_rules(
+    client: httpx.AsyncClient, services: Services
+) -> None:
+    world = await make_world()
+    named, citizen = await _case(client, world.card.code, phone="13800138000")
+    anonymous, _ = await _case(client, world.card.code, anonymous=True)
+    county, city = (
+        await staff_token(client, "county-430102"),
+        await staff_token(client, "city-4301"),
+    )
+    for ticket in (named, anonymous):
+        await _post(client, ticket, "acknowledge", county)
+    res = await _post(client, anonymous, "contact", county, {"outcome": "电话联系"})
+    assert res.status_code == 409 and res.json()["error"]["code"] == "reporter_anonymous"
+    early = await _post(
+        client,
+        named,
+        "contact",
+        county,
+        {"outcome": "电话联系", "contacted_at": "2020-01-01T10:00:00+08:00"},
+    )
+    assert early.status_code == 422
+    up = await _post(
+        client, named, "transfer", county, {"unit_code": "4301", "reason": "应由支队办理"}
+    )
+    assert up.status_code == 422  # up is an escalation, not a transfer
+
+    # A re-check is signed for by the unit above, whose handler then sees the named phone.
+    await _post(client, named, "reply", county, {"message": "已核实处理"})
+    await client.post(
+        f"/api/v1/complaints/{named}/feedback", json={"satisfied": False}, headers=citizen
+    )
+    masked = (await client.get(f"{URL}/{named}", headers=city)).json()
+    assert masked["reporter"]["phone_masked"]
+    assert (await _post(client, named, "acknowledge", city)).status_code == 200
+    view = (await client.get(f"{URL}/{named}", headers=city)).json()
+    assert view["status"] == "rechecking" and view["reporter"]["phone"] == "13800138000"
+    assert (await _post(client, named, "acknowledge", city)).status_code == 409
+
+
+async def test_no_extension_without_a_unit_above(
+    client: httpx.AsyncClient, services: Services
+) -> None:
+    world = await make_world()
+    ticket, _ = await _case(client, world.card.code, categories=["BRIBERY"])  # → 支队 4301
+    city = await staff_token(client, "city-4301")
+    await _post(client, ticket, "acknowledge", city)
+    up = await _post(client, ticket, "escalate", city, {"reason": "涉及支队人员，需回避"})
+    assert up.status_code == 200 and up.json()["handling_unit"]["code"] == "43"
+    assert up.json()["events"][-1]["data"]["reason"] == "涉及支队人员，需回避"
+    province = await staff_token(client, "province")
+    await _post(client, ticket, "acknowledge", province)
+    res = await _post(client, ticket, "extension", province, {"days": 3, "reason": "需要时间"})
+    assert res.status_code == 409 and res.json()["error"]["code"] == "no_unit_above"

@@ -17,7 +17,7 @@ from api.services import citizen_cases
 from api.services.context import Services
 from api.services.escalation import due_steps
 from api.settings import ROOT
-from tests.conftest import REDIS_URL, SMS_KEY, SMS_SECRET
+from tests.conftest import REDIS_PREFIX, REDIS_URL, SMS_KEY, SMS_SECRET
 from tests.support import at, make_world
 
 CASES = 30
@@ -37,7 +37,7 @@ def _worker(database_url: str, sms: FakeSmsServer, policy: Path) -> subprocess.P
         "PINGYI_ENVIRONMENT": "test",
         "PINGYI_DATABASE_URL": database_url,
         "PINGYI_REDIS_URL": REDIS_URL,
-        "PINGYI_REDIS_PREFIX": "pingyi-test:",
+        "PINGYI_REDIS_PREFIX": REDIS_PREFIX,
         "PINGYI_SMS_ENDPOINT": sms.endpoint,
         "PINGYI_SMS_PROTOCOL": "http",
         "PINGYI_SMS_ACCESS_KEY_ID": SMS_KEY,

@@ -5,9 +5,12 @@ from sanic.request import Request
 from sanic.response import HTTPResponse, json
 from sanic_ext import openapi
 
-from api.handlers.common import choice_arg, current_staff, int_arg, services
+from api import clock
+from api.handlers.common import choice_arg, current_staff, int_arg, json_body, services
 from api.models.outbox import OutboxStatus
-from api.services import admin, staff_accounts
+from api.schemas import CalendarOverrideSet, UnitContactUpdate
+from api.services import admin, calendar_admin, permissions, staff_accounts, units_admin
+from api.validation import parse_json
 
 bp = Blueprint("admin", url_prefix="/api/v1/admin")
 
@@ -33,3 +36,56 @@ async def sms(request: Request) -> HTTPResponse:
 async def disable_staff(request: Request, username: str) -> HTTPResponse:
     admin = await current_staff(request)
     return json(await staff_accounts.disable_account(admin, username))
+
+
+# --- calendar overrides and unit contacts (api/services/calendar_admin.py, units_admin.py) -----
+
+
+@bp.get("/calendar")
+@openapi.definition(summary="工作日历：某年每天的有效状态（省级）", tag="admin")
+async def calendar_year(request: Request) -> HTTPResponse:
+    user = await current_staff(request)
+    permissions.require(user, permissions.CALENDAR_MANAGE)  # before the arguments are judged
+    year = int_arg(
+        request,
+        "year",
+        default=clock.to_china(clock.now()).year,
+        low=calendar_admin.YEARS[0],
+        high=calendar_admin.YEARS[1],
+    )
+    return json(await calendar_admin.year_view(user, year))
+
+
+@bp.put("/calendar/<day:str>")
+@openapi.definition(
+    summary="设置某日为工作日/休息日（省级，立即生效）",
+    tag="admin",
+    body=json_body(CalendarOverrideSet),
+)
+async def calendar_set(request: Request, day: str) -> HTTPResponse:
+    user = await current_staff(request)
+    permissions.require(user, permissions.CALENDAR_MANAGE)
+    when = calendar_admin.parse_date(day)
+    body = parse_json(request, CalendarOverrideSet)
+    return json(await calendar_admin.set_override(services(request), user, when, body))
+
+
+@bp.delete("/calendar/<day:str>")
+@openapi.definition(summary="撤销某日的人工调整（省级）", tag="admin")
+async def calendar_delete(request: Request, day: str) -> HTTPResponse:
+    user = await current_staff(request)
+    permissions.require(user, permissions.CALENDAR_MANAGE)
+    when = calendar_admin.parse_date(day)
+    return json(await calendar_admin.delete_override(services(request), user, when))
+
+
+@bp.put("/units/<code:str>")
+@openapi.definition(
+    summary="设置单位负责人手机号、监督电话（省级：全部；市级：本辖区）",
+    tag="admin",
+    body=json_body(UnitContactUpdate),
+)
+async def unit_contacts(request: Request, code: str) -> HTTPResponse:
+    user = await current_staff(request)
+    body = parse_json(request, UnitContactUpdate)
+    return json(await units_admin.update_contacts(services(request), user, code, body))

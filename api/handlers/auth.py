@@ -62,6 +62,6 @@ async def staff_password(request: Request) -> HTTPResponse:
     user = await current_staff(request)
     body = parse_json(request, PasswordChange)
     await staff_accounts.change_password(
-        services(request), user, old=body.old_password, new=body.new_password
+        services(request), user, old=body.old_password, new=body.new_password, token=bearer(request)
     )
     return json({"ok": True})

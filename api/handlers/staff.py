@@ -119,7 +119,7 @@ async def extension_decision(request: Request, ticket_no: str) -> HTTPResponse:
 @_post("close", "评价期满后办结")
 async def close(request: Request, ticket_no: str) -> HTTPResponse:
     user = await current_staff(request)
-    return json(await staff_cases.close(user, ticket_no))
+    return json(await staff_cases.close(services(request), user, ticket_no))
 
 
 @bp.get("/complaints/<ticket_no:str>/reply-templates")

@@ -61,6 +61,8 @@ class Case(Model):
     contact_phone = fields.CharField(max_length=11, null=True)
     from_public_supervisor = fields.BooleanField(default=False)
     categories: fields.Field[list[str]] = fields.JSONField(default=list)
+    # "|RUDE|NO_ID|": the categories as text, so any database can filter on one of them.
+    category_index = fields.CharField(max_length=400, default="", db_index=True)
     description = fields.TextField(default="")
     location = fields.CharField(max_length=200, default="")
     occurred_at = fields.DatetimeField(null=True)

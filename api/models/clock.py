@@ -67,4 +67,5 @@ class EscalationStep(Model):
     class Meta:
         table = "escalation_step"
         unique_together = (("clock", "step", "generation"),)
-        indexes = (("status", "due_at"),)
+        # The claim (due_steps) reads pending steps in (due_at, id) order: this index serves it.
+        indexes = (("status", "due_at", "id"),)

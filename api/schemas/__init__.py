@@ -29,9 +29,16 @@ MAX_PAST = timedelta(days=366)
 MAX_AHEAD = timedelta(minutes=10)
 
 
+# Bidirectional overrides make text read differently from what it is (a reply could be spoofed).
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
 def _clean(value: str) -> str:
     # PostgreSQL text cannot hold NUL, and control characters have no place in what people write.
-    if any(unicodedata.category(c) == "Cc" and c not in _ALLOWED_CONTROLS for c in value):
+    if any(
+        (unicodedata.category(c) == "Cc" and c not in _ALLOWED_CONTROLS) or c in _BIDI_CONTROLS
+        for c in value
+    ):
         raise ValueError("不能包含控制字符")
     return value
 
@@ -182,3 +189,18 @@ class ExtensionDecision(Strict):
 class PasswordChange(Strict):
     old_password: Annotated[str, StringConstraints(min_length=1, max_length=200)]
     new_password: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+# --- administration: calendar overrides and unit contacts (api/services/calendar_admin.py,
+# api/services/units_admin.py) ---------------------------------------------------------------
+
+
+class CalendarOverrideSet(Strict):
+    is_workday: StrictBool
+    note: Annotated[Text, StringConstraints(max_length=200)] = ""
+
+
+class UnitContactUpdate(Strict):
+    # Omitted: unchanged; null or "": cleared. The phone is normalised by the service.
+    leader_phone: Annotated[Text, StringConstraints(max_length=30)] | None = None
+    hotline: Annotated[Text, StringConstraints(max_length=30)] | None = None

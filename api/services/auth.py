@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
@@ -33,7 +34,7 @@ class IssuedToken:
     expires_in: int
 
 
-def _hash(token: str) -> str:
+def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
@@ -42,7 +43,7 @@ async def _issue(
 ) -> IssuedToken:
     token = secrets.token_urlsafe(32)
     await AuthSession.create(
-        token_hash=_hash(token),
+        token_hash=token_hash(token),
         kind=kind,
         citizen_id=citizen_id,
         staff_id=staff_id,
@@ -66,7 +67,62 @@ async def wechat_session(services: Services, code: str) -> WeChatSession:
         ) from exc
 
 
+# --- two-tap login: the same wx.login code twice within seconds → one upstream call, one token ---
+LOGIN_LOCK_SECONDS = 10  # longer than the WeChat timeout: the first caller's login in flight
+LOGIN_WAIT_SECONDS = 5.0  # how long a second tap waits for the first before trying itself
+
+
 async def login_citizen(services: Services, code: str) -> IssuedToken:
+    """A code reused within ``login_code_replay_seconds`` gets the token its first use got."""
+    if services.settings.login_code_replay_seconds <= 0:
+        return await _login_upstream(services, code)
+    key = services.key("login-code", hashlib.sha256(code.encode()).hexdigest()[:40])
+    lock = await services.redis.set(f"{key}:lock", "1", nx=True, ex=LOGIN_LOCK_SECONDS)
+    if not lock:
+        cached = await _wait_for_first(services, key)
+        if cached is not None:
+            return cached
+    cached = await _cached_login(services, key)
+    if cached is not None:
+        return cached
+    try:
+        issued = await _login_upstream(services, code)
+        expires_at = clock.now().timestamp() + issued.expires_in
+        await services.redis.set(
+            key,
+            json.dumps({"token": issued.token, "expires_at": expires_at}),
+            ex=services.settings.login_code_replay_seconds,
+        )
+        return issued
+    finally:
+        if lock:
+            await services.redis.delete(f"{key}:lock")
+
+
+async def _cached_login(services: Services, key: str) -> IssuedToken | None:
+    raw = await services.redis.get(key)
+    if raw is None:
+        return None
+    cached = json.loads(raw)
+    expires_in = max(0, int(cached["expires_at"] - clock.now().timestamp()))
+    return IssuedToken(token=str(cached["token"]), expires_in=expires_in)
+
+
+async def _wait_for_first(services: Services, key: str) -> IssuedToken | None:
+    """Polls briefly while the first tap's login runs; None when it failed or took too long."""
+    deadline = asyncio.get_running_loop().time() + LOGIN_WAIT_SECONDS
+    while asyncio.get_running_loop().time() < deadline:
+        cached = await _cached_login(services, key)
+        if cached is not None or not await services.redis.exists(f"{key}:lock"):
+            return cached
+        await asyncio.sleep(0.05)
+    return None
+
+
+# --- end two-tap login ---
+
+
+async def _login_upstream(services: Services, code: str) -> IssuedToken:
     session = await wechat_session(services, code)
     citizen, _ = await Citizen.get_or_create(
         openid=session.openid, defaults={"unionid": session.unionid}
@@ -95,21 +151,27 @@ async def login_staff(services: Services, username: str, password: str) -> Issue
     if not (
         user.is_active and await asyncio.to_thread(verify_password, user.password_hash, password)
     ):
-        user.failed_logins += 1
-        if user.failed_logins >= LOCK_AFTER_FAILURES:
-            user.failed_logins, user.locked_until = 0, now + timedelta(minutes=LOCK_MINUTES)
-            await SecurityEvent.create(
-                staff_id=user.id,
-                kind="locked",
-                detail=f"{LOCK_AFTER_FAILURES} failed logins",
-                created_at=now,
-            )
-        await user.save(update_fields=["failed_logins", "locked_until"])
+        await record_failed_login(user)
         raise Unauthorized("用户名或密码错误", code="invalid_credentials")
     if user.failed_logins:
         user.failed_logins = 0
         await user.save(update_fields=["failed_logins"])
     return await issue_staff_token(services, user)
+
+
+async def record_failed_login(user: StaffUser) -> None:
+    """Five failures lock the account for 15 minutes, and the lock is recorded."""
+    now = clock.now()
+    user.failed_logins += 1
+    if user.failed_logins >= LOCK_AFTER_FAILURES:
+        user.failed_logins, user.locked_until = 0, now + timedelta(minutes=LOCK_MINUTES)
+        await SecurityEvent.create(
+            staff_id=user.id,
+            kind="locked",
+            detail=f"{LOCK_AFTER_FAILURES} failed logins",
+            created_at=now,
+        )
+    await user.save(update_fields=["failed_logins", "locked_until"])
 
 
 async def _unknown_user_failure(services: Services, username: str) -> None:
@@ -127,7 +189,7 @@ async def _unknown_user_failure(services: Services, username: str) -> None:
 async def session_for(token: str, kind: str) -> AuthSession:
     if not token.isascii() or len(token) > 128:
         raise Unauthorized("登录已失效，请重新登录", code="token_invalid")
-    session = await AuthSession.get_or_none(token_hash=_hash(token), kind=kind)
+    session = await AuthSession.get_or_none(token_hash=token_hash(token), kind=kind)
     if session is None or session.revoked_at is not None or session.expires_at <= clock.now():
         raise Unauthorized("登录已失效，请重新登录", code="token_invalid")
     return session

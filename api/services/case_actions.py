@@ -40,12 +40,19 @@ async def log_contact(
     contacted_at: datetime | None,
     conn: BaseDBAsyncClient,
 ) -> None:
-    require_status(case, *WORKING, CaseStatus.WAITING)
+    # On a closed case, the contact is the 回访 call that its revisit clock waits for.
+    require_status(case, *WORKING, CaseStatus.WAITING, CaseStatus.CLOSED)
     now = clock.now()
+    if case.anonymous:
+        raise Conflict(
+            "匿名举报无法联系举报人", code="reporter_anonymous", details={"status": case.status}
+        )
     when = contacted_at or now
-    if when > now:
-        raise field_error("contacted_at", "联系时间不能晚于当前时间")
-    await clocks.stop_clocks(case, ("first_contact", "bad_rating_followup"), at=now, conn=conn)
+    if when > now or when < case.received_at:
+        raise field_error("contacted_at", "联系时间应在受理之后、当前时间之前")
+    await clocks.stop_clocks(
+        case, ("first_contact", "bad_rating_followup", "revisit"), at=now, conn=conn
+    )
     await clocks.refresh_next_due(case, conn=conn)
     await record_event(
         case,
@@ -101,10 +108,10 @@ async def add_note(case: Case, *, staff_id: int, text: str, conn: BaseDBAsyncCli
 
 async def _transfer_target(case: Case, unit_code: str, conn: BaseDBAsyncClient) -> Unit:
     current = await Unit.get(id=case.handling_unit_id, using_db=conn)
-    above = await supervising_unit(current)
     target = await Unit.get_or_none(code=unit_code, using_db=conn)
-    if target is None or target.id == current.id or not target.path.startswith(above.path):
-        raise field_error("unit_code", "只能转交给同一上级单位管辖范围内的其他单位")
+    # 转办 goes sideways, to a sibling unit; up is 上报 (escalate), and down is not a transfer.
+    if target is None or target.id == current.id or target.parent_id != current.parent_id:
+        raise field_error("unit_code", "只能转交给同一上级单位下的其他单位")
     if is_serious(case.categories) and target.id == case.origin_unit_id:
         raise field_error("unit_code", "严重问题案件不得转回被投诉人员所在单位")
     return target
@@ -169,9 +176,11 @@ async def escalate(
 
 
 async def _move(case: Case, unit: Unit, conn: BaseDBAsyncClient) -> None:
-    # A move never resets the clocks: 即接即办 counts from receipt (DOMAIN.md).
+    # A move never resets the clocks: 即接即办 counts from receipt (DOMAIN.md). The receiving unit
+    # signs for the case itself, so it has a handler of its own (who alone sees a named phone).
     case.handling_unit_id, case.handling_path = unit.id, unit.path
-    await save_case(case, conn, "handling_unit_id", "handling_path")
+    case.status, case.handler_id = CaseStatus.RECEIVED, None
+    await save_case(case, conn, "handling_unit_id", "handling_path", "status", "handler_id")
 
 
 async def _extendable_clock(case: Case, conn: BaseDBAsyncClient) -> CaseClock:
@@ -210,6 +219,14 @@ async def request_extension(
         )
     if not 1 <= days <= MAX_EXTENSION_DAYS:
         raise field_error("days", f"延期天数应为 1–{MAX_EXTENSION_DAYS} 个工作日")
+    current = await Unit.get(id=case.handling_unit_id, using_db=conn)
+    above = await supervising_unit(current)
+    if above.id == current.id:
+        raise Conflict(
+            "最高一级单位的案件没有上级可以审批延期",
+            code="no_unit_above",
+            details={"status": case.status},
+        )
     target = await _extendable_clock(case, conn)
     request = await ExtensionRequest.create(
         case_id=case.id,
@@ -232,8 +249,6 @@ async def request_extension(
         days=days,
         reason=reason,
     )
-    current = await Unit.get(id=case.handling_unit_id, using_db=conn)
-    above = await supervising_unit(current)
     if above.leader_phone:
         await enqueue_sms(
             services,
@@ -306,7 +321,7 @@ async def decide_extension(
 
 
 async def close_after_feedback_window(
-    case: Case, *, staff_id: int, conn: BaseDBAsyncClient
+    services: Services, case: Case, *, staff_id: int, conn: BaseDBAsyncClient
 ) -> None:
     require_status(case, CaseStatus.REPLIED)
     window = await CaseClock.get_or_none(case_id=case.id, kind="feedback_window", using_db=conn)
@@ -316,4 +331,6 @@ async def close_after_feedback_window(
             code="feedback_window_open",
             details={"status": case.status, "until": clock.iso(window.due_at)},
         )
-    await close_case(case, reason="not_rated", event="closed_by_staff", conn=conn)
+    await close_case(
+        case, reason="not_rated", event="closed_by_staff", conn=conn, services=services
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import logging
 import time as _time
 import tomllib
@@ -38,6 +40,11 @@ class Services:
     sms_templates: dict[str, SmsTemplate]
     unknown_years: set[int] = field(default_factory=set)
     _calendars: dict[str, tuple[float, WorkCalendar]] = field(default_factory=dict)
+    # Unknown-year admin alert: years noted and not settled, the task settling each, and when a
+    # year whose alert could not be written (no province phone, Redis down) may be tried again.
+    _alerts_due: set[int] = field(default_factory=set)
+    _alert_tasks: dict[int, asyncio.Task[None]] = field(default_factory=dict)
+    _alert_retry_at: dict[int, float] = field(default_factory=dict)
 
     def profile(self, name: str) -> SlaPolicy:
         return self.profiles.get(name, self.policy)
@@ -47,6 +54,8 @@ class Services:
 
     async def calendar(self, policy: SlaPolicy) -> WorkCalendar:
         """The working-day calendar: chinesecalendar + the admin's overrides (cached a minute)."""
+        if self._alerts_due:
+            self._schedule_alerts()
         cached = self._calendars.get(policy.name)
         if cached and _time.monotonic() - cached[0] < 60:
             return cached[1]
@@ -66,6 +75,46 @@ class Services:
         if year not in self.unknown_years:
             self.unknown_years.add(year)
             log.warning("calendar: year %s unknown to chinesecalendar, Monday–Friday used", year)
+            # --- unknown-year admin alert (api/services/calendar_alert.py) ---
+            self._alerts_due.add(year)
+            self._alert_retry_at.pop(year, None)
+            self._schedule_alerts()
+
+    # --- unknown-year admin alert -------------------------------------------------------------
+    # WorkCalendar calls ``_unknown_year`` synchronously, usually deep inside a request's
+    # transaction. The alert is written by a task of its own, in a fresh context (so not inside
+    # that transaction, which may still roll back); without a running loop (a sync caller) the
+    # year stays due and the next ``calendar()`` call schedules it. Only years in
+    # ``unknown_years`` are considered, so clearing that set forgets the pending alerts too.
+
+    def _schedule_alerts(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        from api.services.calendar_alert import raise_alert
+
+        now = _time.monotonic()
+        for year in self._alerts_due & self.unknown_years:
+            if year in self._alert_tasks or now < self._alert_retry_at.get(year, 0.0):
+                continue
+            self._alert_retry_at[year] = now + 60
+            task = loop.create_task(raise_alert(self, year), context=contextvars.Context())
+            self._alert_tasks[year] = task
+            task.add_done_callback(self._alert_done)
+
+    def _alert_done(self, task: asyncio.Task[None]) -> None:
+        for year, running in list(self._alert_tasks.items()):
+            if running is task:
+                del self._alert_tasks[year]
+
+    def alert_settled(self, year: int) -> None:
+        self._alerts_due.discard(year)
+
+    async def settle_alerts(self) -> None:
+        """Waits for the alert tasks in flight (tests; a clean shutdown)."""
+        while self._alert_tasks:
+            await asyncio.gather(*list(self._alert_tasks.values()), return_exceptions=True)
 
 
 def _templates(raw: dict[str, Any]) -> dict[str, SmsTemplate]:

@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 
 from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.expressions import Q
 from tortoise.queryset import QuerySet
 from tortoise.transactions import in_transaction
 
 from api import clock
-from api.models import Case, CaseClock, EscalationStep, Unit
+from api.integrations.sms import clamp_params
+from api.models import Case, CaseClock, EscalationStep, SmsOutbox, StaffUser, Unit
 from api.models.case import CaseStatus
 from api.models.clock import ClockStatus, StepStatus
 from api.services import lifecycle
 from api.services.context import Services
-from api.services.outbox import enqueue_sms
-from api.services.recipients import handler_phones
+from api.services.outbox import after_quiet_hours, enqueue_sms, new_out_id
+from api.services.recipients import HANDLER_ROLES, handler_phones
 from api.services.routing import province_unit, supervising_unit
-from api.services.timeline import record_event
+from api.services.timeline import NewEvent, record_event, record_events
 from api.texts import CLOCKS
 
 log = logging.getLogger("pingyi.escalation")
@@ -144,7 +148,9 @@ async def _criticism(
 async def _expire(
     services: Services, case: Case, clk: CaseClock, step: EscalationStep, conn: BaseDBAsyncClient
 ) -> None:
-    await lifecycle.close_case(case, reason="not_rated", event="closed_unrated", conn=conn)
+    await lifecycle.close_case(
+        case, reason="not_rated", event="closed_unrated", conn=conn, services=services
+    )
 
 
 def _action(step_name: str) -> Action:
@@ -159,7 +165,10 @@ async def _fire(services: Services, step: EscalationStep, conn: BaseDBAsyncClien
     now = clock.now()
     clk = await CaseClock.get(id=step.clock_id, using_db=conn)
     case = await Case.get(id=step.case_id, using_db=conn)
-    live = clk.status == ClockStatus.RUNNING and case.status != CaseStatus.CLOSED
+    # The 回访 clock runs after closing: every other clock dies with the case.
+    live = clk.status == ClockStatus.RUNNING and (
+        case.status != CaseStatus.CLOSED or clk.kind == "revisit"
+    )
     # The conditional update is the exactly-once guarantee: a second claimant updates no row.
     claimed = (
         await EscalationStep.filter(id=step.id, status=StepStatus.PENDING)
@@ -196,13 +205,233 @@ async def _fire_alone(services: Services, step: EscalationStep) -> bool:
         return False
 
 
+# --- the batch path: one claimed batch in a few set-based statements ---------------------------
+
+BATCHED = frozenset({"due", "province", "criticism"})  # and every warn_*; the rest go one by one
+
+
+def _batched(step: EscalationStep) -> bool:
+    return step.step.startswith("warn_") or step.step in BATCHED
+
+
+@dataclass
+class _Batch:
+    """What one batch writes, gathered in claim order before anything is written."""
+
+    now: datetime
+    fired: list[int] = field(default_factory=list)
+    cancelled: list[int] = field(default_factory=list)
+    breached_clocks: list[int] = field(default_factory=list)
+    criticised_cases: list[int] = field(default_factory=list)
+    sms: list[SmsOutbox] = field(default_factory=list)
+    events: list[NewEvent] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Units:
+    by_id: dict[int, Unit]
+    by_code: dict[str, Unit]
+
+    def supervising(self, unit: Unit) -> Unit:  # as routing.supervising_unit
+        above = unit.supervising_unit_id or unit.parent_id
+        return self.by_id[above] if above is not None else unit
+
+    def province(self, unit: Unit) -> Unit:  # as routing.province_unit
+        return self.by_code[unit.path.split("/", 1)[0]]
+
+
+async def _load_units(cases: Sequence[Case], conn: BaseDBAsyncClient) -> _Units:
+    """The handling units of the cases, the units above them and their provinces: two queries."""
+    units = await Unit.filter(id__in={c.handling_unit_id for c in cases}).using_db(conn)
+    above = {u.supervising_unit_id or u.parent_id for u in units} - {None}
+    roots = {u.path.split("/", 1)[0] for u in units}
+    units += await Unit.filter(Q(id__in=above) | Q(code__in=roots)).using_db(conn)
+    return _Units({u.id: u for u in units}, {u.code: u for u in units})
+
+
+async def _handler_phones(cases: Sequence[Case], conn: BaseDBAsyncClient) -> dict[int, list[str]]:
+    """recipients.handler_phones for several cases in one query: per case, the active handlers
+    of its unit — never the accused officer's own staff account."""
+    rows = await (
+        StaffUser.filter(
+            unit_id__in={c.handling_unit_id for c in cases},
+            role__in=HANDLER_ROLES,
+            is_active=True,
+            phone__isnull=False,
+        )
+        .using_db(conn)
+        .order_by("id")
+        .values("unit_id", "officer_id", "phone")
+    )
+    return {
+        case.id: [
+            r["phone"]
+            for r in rows
+            if r["unit_id"] == case.handling_unit_id and r["officer_id"] != case.officer_id
+        ]
+        for case in cases
+    }
+
+
+def _sms_rows(
+    services: Services,
+    batch: _Batch,
+    phones: list[str],
+    *,
+    template: str,
+    case: Case,
+    clk: CaseClock,
+    step: EscalationStep,
+    unit: Unit,
+) -> None:
+    """The outbox rows enqueue_sms would write, one per distinct phone."""
+    now = clock.now()
+    urgent = case.urgency == "urgent"
+    send_at = now if urgent else after_quiet_hours(now, services.policy.quiet_hours)
+    for phone in dict.fromkeys(p for p in phones if p):
+        batch.sms.append(
+            SmsOutbox(
+                phone=phone,
+                template=template,
+                params=clamp_params(_sms_params(case, clk, unit)),
+                purpose=f"{clk.kind}:{step.step}",
+                urgent=urgent,
+                case_id=case.id,
+                step_id=step.id,
+                next_attempt_at=send_at,
+                out_id=new_out_id(),
+                created_at=now,
+            )
+        )
+
+
+def _plan_step(
+    services: Services,
+    batch: _Batch,
+    step: EscalationStep,
+    *,
+    case: Case,
+    clk: CaseClock,
+    units: _Units,
+    handlers: dict[int, list[str]],
+) -> None:
+    """The batch form of the actions above (_warn, _due, _province, _criticism): same rules."""
+    unit = units.by_id[case.handling_unit_id]
+    name = CLOCKS.get(clk.kind, clk.kind)
+    template, phones = "", list[str]()
+    if step.step.startswith("warn_"):
+        if batch.now >= clk.due_at:
+            return  # a late warning is superseded by the deadline's own SMS
+        template, phones = "sla_warning", handlers[case.id]
+        percent = step.step.removeprefix("warn_")
+        values = {"clock": name, "percent": percent}
+        event = NewEvent(case, "sla_warning", public=False, text_values=values)
+    elif step.step == "due":
+        batch.breached_clocks.append(clk.id)
+        template = "sla_overdue"
+        phones = [unit.leader_phone or "", units.supervising(unit).leader_phone or ""]
+        event = NewEvent(case, "sla_overdue", text_values={"clock": name, "unit": unit.name})
+    elif step.step == "province":
+        template, phones = "province_supervise", [units.province(unit).leader_phone or ""]
+        event = NewEvent(case, "province_supervise", text_values={"clock": name})
+    else:  # criticism
+        batch.criticised_cases.append(case.id)
+        event = NewEvent(case, "criticism", public=False, text_values={"clock": name})
+    if template:
+        _sms_rows(
+            services, batch, phones, template=template, case=case, clk=clk, step=step, unit=unit
+        )
+    batch.events.append(event)
+
+
+class _ClaimLost(Exception):
+    """A claimed step was no longer pending: the batch is undone and its steps fired one by one."""
+
+
+async def _mark(ids: list[int], conn: BaseDBAsyncClient, **values: object) -> None:
+    # The conditional update is the exactly-once guarantee, as in _fire: every step of the batch
+    # must still be pending, else the whole batch rolls back to its savepoint.
+    if ids:
+        done = (
+            await EscalationStep.filter(id__in=ids, status=StepStatus.PENDING)
+            .using_db(conn)
+            .update(**values)
+        )
+        if done != len(ids):
+            raise _ClaimLost(f"{len(ids) - done} of {len(ids)} steps no longer pending")
+
+
+async def _write(batch: _Batch, conn: BaseDBAsyncClient) -> None:
+    await _mark(batch.fired, conn, status=StepStatus.FIRED, fired_at=batch.now)
+    await _mark(batch.cancelled, conn, status=StepStatus.CANCELLED, fired_at=None)
+    if batch.breached_clocks:
+        clocks = CaseClock.filter(id__in=batch.breached_clocks).using_db(conn)
+        await clocks.update(breached_at=batch.now)
+    if batch.criticised_cases:
+        await Case.filter(id__in=batch.criticised_cases).using_db(conn).update(criticism_flag=True)
+    if batch.sms:
+        await SmsOutbox.bulk_create(batch.sms, using_db=conn)
+    await record_events(batch.events, conn=conn)
+
+
+async def _fire_batch(
+    services: Services, steps: Sequence[EscalationStep], conn: BaseDBAsyncClient
+) -> int:
+    """Fires claimed steps together. The cases are locked first, in id order, as record_event
+    would lock them one by one: staff actions lock one case, so no lock-order deadlock."""
+    batch = _Batch(now=clock.now())
+    locked = Case.filter(id__in={s.case_id for s in steps}).order_by("id")
+    cases = {c.id: c for c in await locked.select_for_update(no_key=True).using_db(conn)}
+    clock_rows = await CaseClock.filter(id__in={s.clock_id for s in steps}).using_db(conn)
+    clocks = {k.id: k for k in clock_rows}
+    live = [
+        s
+        for s in steps
+        if clocks[s.clock_id].status == ClockStatus.RUNNING
+        and (cases[s.case_id].status != CaseStatus.CLOSED or clocks[s.clock_id].kind == "revisit")
+    ]
+    batch.fired = [s.id for s in live]
+    batch.cancelled = [s.id for s in steps if s.id not in set(batch.fired)]
+    live_cases = [cases[i] for i in dict.fromkeys(s.case_id for s in live)]
+    if live_cases:
+        units = await _load_units(live_cases, conn)
+        warned = [cases[i] for i in dict.fromkeys(s.case_id for s in live if s.step[:5] == "warn_")]
+        handlers = await _handler_phones(warned, conn) if warned else {}
+        for step in live:
+            case, clk = cases[step.case_id], clocks[step.clock_id]
+            _plan_step(services, batch, step, case=case, clk=clk, units=units, handlers=handlers)
+    await _write(batch, conn)
+    return len(batch.fired)
+
+
+async def _fire_together(services: Services, steps: list[EscalationStep]) -> int:
+    """The batch under a savepoint; if it fails, each step alone, so one poison step cannot
+    hold back the others."""
+    if not steps:
+        return 0
+    try:
+        async with in_transaction() as savepoint:  # nested in the caller's: a savepoint
+            return await _fire_batch(services, steps, savepoint)
+    except Exception:
+        log.exception("batch of %d escalation steps failed; firing them one by one", len(steps))
+    fired = 0
+    for step in steps:
+        fired += await _fire_alone(services, step)
+    return fired
+
+
 async def fire_due_steps(services: Services, *, limit: int = 200) -> int:
-    """Fires the steps due now, oldest first; several workers may run this at once."""
+    """Fires the steps due now, oldest first; several workers may run this at once.
+
+    One transaction per claimed batch: the common steps (warnings, deadline, province, 通报) in
+    a few set-based statements; the rare ones (expiry closes the case) and unknown ones alone.
+    """
     async with in_transaction() as conn:
         steps = await due_steps(limit=limit).using_db(conn)
-        fired = 0
+        fired = await _fire_together(services, [s for s in steps if _batched(s)])
         for step in steps:
-            fired += await _fire_alone(services, step)
+            if not _batched(step):
+                fired += await _fire_alone(services, step)
     if fired:
         log.info("fired %d escalation steps", fired)
     return fired

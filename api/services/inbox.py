@@ -40,7 +40,11 @@ def _encode(case: Case) -> str:
 def _decode(cursor: str) -> tuple[str, datetime | None, int]:
     try:
         phase, due, ident = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
-        return phase, datetime.fromisoformat(due) if due else None, int(ident)
+        moment = datetime.fromisoformat(due) if due else None
+        number = int(ident)
+        if phase not in ("d", "n") or not 0 < number < 2**31 or (moment and moment.tzinfo is None):
+            raise ValueError(cursor)
+        return phase, moment, number
     except (ValueError, UnicodeDecodeError) as exc:
         raise field_error("cursor", "分页游标无效") from exc
 
@@ -50,7 +54,7 @@ async def _filters(user: StaffUser, scope: Q, flt: InboxFilter) -> Q:
     if flt.status:
         q &= Q(status=flt.status)
     if flt.category:
-        q &= Q(categories__contains=[flt.category])
+        q &= Q(category_index__contains=f"|{flt.category}|")
     if flt.unit_code:
         unit = await Unit.get_or_none(code=flt.unit_code)
         if unit is None:

@@ -80,6 +80,7 @@ async def open_case(
         contact_phone=None if anonymous else contact_phone,
         from_public_supervisor=public_supervisor,
         categories=categories,
+        category_index="|" + "|".join(categories) + "|" if categories else "",
         description=description,
         location=location,
         occurred_at=occurred_at,
@@ -160,12 +161,17 @@ async def save_case(case: Case, conn: BaseDBAsyncClient, *fields: str) -> None:
 
 
 async def acknowledge(case: Case, *, staff_id: int, conn: BaseDBAsyncClient) -> None:
-    require_status(case, CaseStatus.RECEIVED)
-    now = clock.now()
-    case.status, case.acknowledged_at, case.handler_id = CaseStatus.ACKNOWLEDGED, now, staff_id
-    await save_case(case, conn, "status", "acknowledged_at", "handler_id")
-    await clocks.stop_clocks(case, ("acknowledge",), at=now, conn=conn)
-    await clocks.refresh_next_due(case, conn=conn)
+    """签收: the handling unit takes the case; a re-check is signed for by the unit above."""
+    if case.status == CaseStatus.RECHECKING and case.handler_id is None:
+        case.handler_id = staff_id
+        await save_case(case, conn, "handler_id")
+    else:
+        require_status(case, CaseStatus.RECEIVED)
+        now = clock.now()
+        case.status, case.acknowledged_at, case.handler_id = CaseStatus.ACKNOWLEDGED, now, staff_id
+        await save_case(case, conn, "status", "acknowledged_at", "handler_id")
+        await clocks.stop_clocks(case, ("acknowledge",), at=now, conn=conn)
+        await clocks.refresh_next_due(case, conn=conn)
     unit = await Unit.get(id=case.handling_unit_id, using_db=conn)
     await record_event(
         case, "acknowledged", actor="staff", staff_id=staff_id, conn=conn, unit=unit.name
@@ -239,7 +245,7 @@ async def feedback(
     current = await Unit.get(id=case.handling_unit_id, using_db=conn)
     above = await supervising_unit(current)
     case.status, case.recheck_count = CaseStatus.RECHECKING, case.recheck_count + 1
-    case.handling_unit_id, case.handling_path = above.id, above.path
+    case.handling_unit_id, case.handling_path, case.handler_id = above.id, above.path, None
     await save_case(
         case,
         conn,
@@ -247,6 +253,7 @@ async def feedback(
         "recheck_count",
         "handling_unit_id",
         "handling_path",
+        "handler_id",
         "satisfied",
         "feedback_comment",
     )
@@ -265,11 +272,29 @@ async def close_case(
     event: str | None,
     conn: BaseDBAsyncClient,
     extra_fields: tuple[str, ...] = (),
+    services: Services | None = None,
 ) -> None:
     now = clock.now()
     case.status, case.closed_at, case.close_reason = CaseStatus.CLOSED, now, reason
     await save_case(case, conn, "status", "closed_at", "close_reason", *extra_fields)
     await clocks.stop_all_clocks(case, at=now, conn=conn)
     await clocks.refresh_next_due(case, conn=conn)
+    # --- 回访 (DOMAIN.md): closed without the citizen's rating → staff call back in N working
+    # days. Started after refresh_next_due: a closed case keeps next_due_at empty (inbox). ---
+    if reason == "not_rated":
+        await _start_revisit(services, case, at=now, conn=conn)
     if event:
         await record_event(case, event, conn=conn)
+
+
+async def _start_revisit(
+    services: Services | None, case: Case, *, at: datetime, conn: BaseDBAsyncClient
+) -> None:
+    """The 回访 clock of a case closed unrated (config ``[clocks.revisit]``), if configured."""
+    if services is None:  # no Services in this process (a bare script): nothing to time
+        return
+    policy = services.profile(case.sla_profile)
+    if "revisit" not in policy.clocks:
+        return
+    calendar = await services.calendar(policy)
+    await clocks.start_clock(case, "revisit", at=at, policy=policy, calendar=calendar, conn=conn)

@@ -12,13 +12,25 @@ CASE_ACT = "case.act"
 SMS_VIEW = "sms.view"
 EXTENSION_APPROVE = "extension.approve"
 STAFF_MANAGE = "staff.manage"
+CALENDAR_MANAGE = "calendar.manage"  # the working-day override table (province only)
+UNIT_MANAGE = "unit.manage"  # a unit's leader phone and hotline (own subtree)
 
 ROLES: dict[str, frozenset[str]] = {
     "handler": frozenset({CASE_VIEW, CASE_ACT}),
     "supervisor": frozenset({CASE_VIEW, CASE_ACT, EXTENSION_APPROVE}),
     "unit_leader": frozenset({CASE_VIEW, EXTENSION_APPROVE}),
-    "city_admin": frozenset({CASE_VIEW, EXTENSION_APPROVE, STAFF_MANAGE}),
-    "province_admin": frozenset({CASE_VIEW, CASE_ACT, SMS_VIEW, EXTENSION_APPROVE, STAFF_MANAGE}),
+    "city_admin": frozenset({CASE_VIEW, EXTENSION_APPROVE, STAFF_MANAGE, UNIT_MANAGE}),
+    "province_admin": frozenset(
+        {
+            CASE_VIEW,
+            CASE_ACT,
+            SMS_VIEW,
+            EXTENSION_APPROVE,
+            STAFF_MANAGE,
+            CALENDAR_MANAGE,
+            UNIT_MANAGE,
+        }
+    ),
 }
 
 ROLE_NAMES = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import unicodedata
 
 from tortoise.transactions import in_transaction
 
@@ -10,7 +11,13 @@ from api import clock
 from api.errors import Conflict, NotFound, Unauthorized
 from api.models import AuthSession, SecurityEvent, StaffUser, Unit
 from api.services import permissions
-from api.services.auth import IssuedToken, issue_staff_token, wechat_session
+from api.services.auth import (
+    IssuedToken,
+    issue_staff_token,
+    record_failed_login,
+    token_hash,
+    wechat_session,
+)
 from api.services.context import Services
 from api.services.passwords import hash_password, verify_password
 from api.validation import field_error
@@ -32,16 +39,31 @@ def password_problem(password: str, *, username: str, production: bool) -> str |
     return None
 
 
-async def change_password(services: Services, user: StaffUser, *, old: str, new: str) -> None:
+async def change_password(
+    services: Services, user: StaffUser, *, old: str, new: str, token: str
+) -> None:
+    """A new password ends every other session; wrong old passwords count toward the lockout."""
     if not await asyncio.to_thread(verify_password, user.password_hash, old):
+        await record_failed_login(user)
         raise Unauthorized("原密码错误", code="invalid_credentials")
     problem = password_problem(
         new, username=user.username, production=services.settings.is_production
     )
+    if problem is None and new == old:
+        problem = "新密码不能与原密码相同"
+    if problem is None and any(unicodedata.category(c)[0] in "CZ" and c != " " for c in new):
+        problem = "密码不能包含控制字符或不可见字符"
     if problem:
         raise field_error("new_password", problem)
     user.password_hash = await asyncio.to_thread(hash_password, new)
-    await user.save(update_fields=["password_hash"])
+    async with in_transaction() as conn:
+        await user.save(update_fields=["password_hash"], using_db=conn)
+        await (
+            AuthSession.filter(staff_id=user.id, revoked_at__isnull=True)
+            .exclude(token_hash=token_hash(token))
+            .using_db(conn)
+            .update(revoked_at=clock.now())
+        )
 
 
 async def disable_account(admin: StaffUser, username: str) -> dict[str, object]:
@@ -49,8 +71,10 @@ async def disable_account(admin: StaffUser, username: str) -> dict[str, object]:
     permissions.require(admin, permissions.STAFF_MANAGE)
     admin_unit = await Unit.get(id=admin.unit_id)
     target = await StaffUser.get_or_none(username=username).prefetch_related("unit")
-    if target is None or not target.unit.path.startswith(admin_unit.path) or target.id == admin.id:
+    if target is None or not target.unit.path.startswith(admin_unit.path):
         raise NotFound("未找到该账号", code="staff_not_found")
+    if target.id == admin.id:
+        raise Conflict("不能停用自己的账号", code="cannot_disable_self")
     now = clock.now()
     async with in_transaction() as conn:
         target.is_active = False

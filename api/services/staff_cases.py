@@ -172,11 +172,11 @@ async def decide_extension(
     )
 
 
-async def close(user: StaffUser, ticket_no: str) -> dict[str, Any]:
+async def close(services: Services, user: StaffUser, ticket_no: str) -> dict[str, Any]:
     return await _act(
         user,
         ticket_no,
         lambda case, conn: case_actions.close_after_feedback_window(
-            case, staff_id=user.id, conn=conn
+            services, case, staff_id=user.id, conn=conn
         ),
     )

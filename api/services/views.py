@@ -121,7 +121,8 @@ async def staff_view(case: Case, *, reveal_phone: bool = False) -> dict[str, Any
         rating=await _rating(case),
         photos=await evidence_refs(case),  # evidence photos: signed, expiring URLs
         events=[
-            {**event_view(e), "public": e.public} for e in await events_of(case, public_only=False)
+            {**event_view(e), "public": e.public, "data": e.data}
+            for e in await events_of(case, public_only=False)
         ],
     )
     return view

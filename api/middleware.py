@@ -1,0 +1,127 @@
+"""Request guards before every handler: rate limits (429) and ``Idempotency-Key`` replays.
+
+Order: the per-IP limit first (cheapest, protects the rest), then the idempotency check (a replay
+costs no quota and runs nothing), then the per-caller limits. The response side stores the answer
+of a claimed key and releases its lock, also when the handler failed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from sanic import Sanic
+from sanic.request import Request
+from sanic.response import BaseHTTPResponse, HTTPResponse
+
+from api.errors import Unauthorized
+from api.services import auth, idempotency, ratelimit
+from api.services.context import Services
+from api.settings import Settings
+
+COMPLAINTS_PATH = "/api/v1/complaints"
+
+
+def configure_proxies(app: Sanic, settings: Settings) -> None:
+    """X-Forwarded-For / a real-IP header count only behind proxies the settings declare."""
+    if settings.trusted_proxies > 0:
+        app.config.PROXIES_COUNT = settings.trusted_proxies
+        if settings.real_ip_header:
+            app.config.REAL_IP_HEADER = settings.real_ip_header
+    else:
+        app.config.PROXIES_COUNT = 0
+        app.config.REAL_IP_HEADER = None
+        app.config.FORWARDED_SECRET = None
+
+
+def client_ip(request: Request) -> str:
+    settings: Settings = request.app.ctx.settings
+    if settings.trusted_proxies > 0 and request.remote_addr:
+        return request.remote_addr
+    return request.ip
+
+
+def _token(request: Request) -> str | None:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
+def caller(request: Request) -> str:
+    """Who is asking: the bearer token's hash (one session), else the client IP."""
+    token = _token(request)
+    if token is not None:
+        return "t-" + hashlib.sha256(token.encode()).hexdigest()[:40]
+    return "ip-" + client_ip(request)
+
+
+async def _complaint_limit(request: Request, services: Services) -> None:
+    """Complaints filed per citizen (not per session): only filed ones count, see ``record``."""
+    limit = ratelimit.complaints_per_citizen(services)
+    token = _token(request)
+    if token is None or not ratelimit.enforced(services, limit):
+        return  # without a token the handler answers 401
+    try:
+        session = await auth.session_for(token, "citizen")
+    except Unauthorized:
+        return
+    counter = ratelimit.counter(services, limit=limit, subject=str(session.citizen_id))
+    request.ctx.complaint_counter = counter
+    await ratelimit.hit(services, limit=limit, counter=counter)
+
+
+async def guard(request: Request) -> HTTPResponse | None:
+    services: Services = request.app.ctx.services
+    await ratelimit.check(services, limit=ratelimit.per_ip(services), subject=client_ip(request))
+    if request.method != "POST":
+        return None
+    raw_key = request.headers.get(idempotency.HEADER)
+    if raw_key is not None:
+        outcome = await idempotency.begin(
+            services,
+            scope=caller(request),
+            method=request.method,
+            path=request.path,
+            key=idempotency.check_key(raw_key),
+            body=request.body or b"",
+        )
+        if isinstance(outcome, idempotency.Stored):
+            request.ctx.replayed = True
+            return HTTPResponse(
+                outcome.body,
+                status=outcome.status,
+                content_type=outcome.content_type,
+                headers={idempotency.REPLAYED_HEADER: "true"},
+            )
+        request.ctx.idempotency_claim = outcome
+    await ratelimit.check(
+        services, limit=ratelimit.posts_per_caller(services), subject=caller(request)
+    )
+    if request.path == COMPLAINTS_PATH:
+        await _complaint_limit(request, services)
+    return None
+
+
+async def record(request: Request, response: BaseHTTPResponse) -> None:
+    services: Services = request.app.ctx.services
+    complaint_counter = getattr(request.ctx, "complaint_counter", None)
+    if complaint_counter is not None and not 200 <= response.status < 300:
+        request.ctx.complaint_counter = None
+        await ratelimit.refund(services, complaint_counter)
+    claim = getattr(request.ctx, "idempotency_claim", None)
+    if claim is None:
+        return
+    request.ctx.idempotency_claim = None
+    answer = None
+    if idempotency.storable(response.status):
+        answer = idempotency.Stored(
+            status=response.status,
+            content_type=response.content_type or "application/json",
+            body=bytes(response.body or b""),
+        )
+    await idempotency.finish(services, claim, answer)
+
+
+def register(app: Sanic, settings: Settings) -> None:
+    configure_proxies(app, settings)
+    app.register_middleware(guard, "request")
+    app.register_middleware(record, "response")

@@ -1,0 +1,56 @@
+"""Unit contacts set by administrators: the leader's mobile (escalation SMS) and the hotline.
+
+A phone is normalised and checked here, when the unit is configured, so an escalation never
+meets an invalid number when its SMS is due (issue 3, "Firing").
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from api.errors import NotFound
+from api.integrations.sms import normalize_phone
+from api.models import Card, StaffUser, Unit
+from api.schemas import UnitContactUpdate
+from api.services import permissions
+from api.services.context import Services
+from api.validation import field_error
+
+
+async def update_contacts(
+    services: Services, user: StaffUser, code: str, body: UnitContactUpdate
+) -> dict[str, Any]:
+    permissions.require(user, permissions.UNIT_MANAGE)
+    own = await Unit.get(id=user.unit_id)
+    unit = await Unit.get_or_none(code=code)
+    if unit is None or not unit.path.startswith(own.path):
+        # Outside the admin's subtree looks the same as a unit that does not exist.
+        raise NotFound("未找到该单位", code="unit_not_found")
+    changed: list[str] = []
+    if "leader_phone" in body.model_fields_set:
+        raw = body.leader_phone or ""
+        try:
+            unit.leader_phone = normalize_phone(raw) if raw else None
+        except ValueError as exc:
+            raise field_error("leader_phone", str(exc)) from exc
+        changed.append("leader_phone")
+    if "hotline" in body.model_fields_set:
+        unit.hotline = body.hotline or None
+        changed.append("hotline")
+    if changed:
+        await unit.save(update_fields=changed)
+    if "hotline" in changed:
+        # The public card profile shows this unit's hotline and, under "上级监督", its parent's:
+        # drop the cached profiles of every card in the subtree instead of waiting for the TTL.
+        codes = await Card.filter(officer__unit__path__startswith=unit.path).values_list(
+            "code", flat=True
+        )
+        keys = [services.key("card", str(c)) for c in codes]
+        for start in range(0, len(keys), 500):
+            await services.redis.delete(*keys[start : start + 500])
+    return {
+        "code": unit.code,
+        "name": unit.name,
+        "leader_phone": unit.leader_phone,
+        "hotline": unit.hotline,
+    }
