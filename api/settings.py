@@ -43,7 +43,9 @@ class Settings(BaseSettings):
     # SMS to a unit's handlers when a new case reaches it (off where subscribe messages do it).
     notify_new_cases: bool = True
     worker_poll_seconds: float = 0.5  # an idle pass costs ~2 ms (scripts/bench-sla)
-    worker_batch: int = 200
+    # Steps fired per transaction (and SMS sent per pass): larger batches fire a burst faster,
+    # at the cost of holding the batch's case rows locked for longer (scripts/bench-sla).
+    worker_batch: int = 500
     sms_lease_seconds: int = 60
 
     # --- evidence photos (api/services/uploads.py) ---

@@ -115,7 +115,12 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
     p.add_argument("--due", type=int, default=10_000, help="steps that come due at once")
     p.add_argument("--steps-per-clock", type=int, default=5, choices=range(1, 6))
     p.add_argument("--poll", type=float, default=0.5, help="PINGYI_WORKER_POLL_SECONDS")
-    p.add_argument("--batch", type=int, default=200, help="PINGYI_WORKER_BATCH (product default)")
+    p.add_argument(
+        "--batch",
+        type=int,
+        default=Settings.model_fields["worker_batch"].default,
+        help="PINGYI_WORKER_BATCH (default: the product's)",
+    )
     p.add_argument("--steady", type=int, default=600, help="steps of the steady-lag phase")
     p.add_argument("--steady-window", type=float, default=30.0, help="seconds they spread over")
     p.add_argument("--timeout", type=float, default=900.0, help="per worker run, seconds")

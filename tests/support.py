@@ -76,7 +76,7 @@ async def make_world() -> World:
     await staff("province", "43", "province_admin")
     await staff("city-4301", "4301", "supervisor", phone="13900004301")
     await staff("county-430102", "430102", "handler", phone="13900430102")
-    await staff("county-430103", "430103", "handler")
+    await staff("county-430103", "430103", "handler", phone="13900430103")
     account = await staff(
         "officer-430102", "430102", "handler", officer=officer, phone="13700430102"
     )

@@ -9,7 +9,7 @@ from datetime import timedelta
 import httpx
 
 from api import clock
-from api.models import CaseClock, EscalationStep
+from api.models import CaseClock, EscalationStep, SmsOutbox
 from api.services.context import Services
 from tests.support import at, citizen_token, make_world, staff, staff_token
 
@@ -129,6 +129,12 @@ async def test_contact_note_transfer_and_escalate(
     assert (await client.get(f"{URL}/{ticket}", headers=county)).status_code == 404
     tianxin = await staff_token(client, "county-430103")
     assert await _reply_due(ticket, client, tianxin) == before  # transfers never reset the clock
+    # The receiving unit's handlers hear of the case as of a new one; it was signed for before
+    # the move, so the 签收 deadline has gone and the text asks for it at once.
+    told = await SmsOutbox.filter(phone="13900430103", template="new_case").values_list(
+        "params", flat=True
+    )
+    assert [p["ticket"] for p in told] == [ticket] and told[0]["due"] == "尽快"  # type: ignore[index]
     back = await _post(
         client, ticket, "transfer", tianxin, {"unit_code": "430102", "reason": "退回原单位"}
     )

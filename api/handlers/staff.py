@@ -95,7 +95,7 @@ async def note(request: Request, ticket_no: str) -> HTTPResponse:
 @_post("transfer", "转办（需说明原因，最多两次，时限不重置）", TransferCreate)
 async def transfer(request: Request, ticket_no: str) -> HTTPResponse:
     user, body = await current_staff(request), parse_json(request, TransferCreate)
-    return json(await staff_cases.transfer(user, ticket_no, body))
+    return json(await staff_cases.transfer(services(request), user, ticket_no, body))
 
 
 @_post("escalate", "上报上级单位办理", EscalateCreate)

@@ -18,7 +18,7 @@ from api.models.extension import ExtensionStatus
 from api.services import clocks
 from api.services.catalog import is_serious
 from api.services.context import Services
-from api.services.lifecycle import close_case, require_status, save_case
+from api.services.lifecycle import close_case, require_status, save_case, tell_handlers
 from api.services.outbox import enqueue_sms
 from api.services.routing import supervising_unit
 from api.services.timeline import record_event
@@ -118,7 +118,13 @@ async def _transfer_target(case: Case, unit_code: str, conn: BaseDBAsyncClient) 
 
 
 async def transfer(
-    case: Case, *, staff_id: int, unit_code: str, reason: str, conn: BaseDBAsyncClient
+    services: Services,
+    case: Case,
+    *,
+    staff_id: int,
+    unit_code: str,
+    reason: str,
+    conn: BaseDBAsyncClient,
 ) -> None:
     require_status(case, CaseStatus.RECEIVED, CaseStatus.ACKNOWLEDGED)
     if case.transfer_count >= MAX_TRANSFERS:
@@ -140,6 +146,7 @@ async def transfer(
         unit=target.name,
         data={"reason": reason},
     )
+    await tell_handlers(services, case, target, conn)
 
 
 async def escalate(

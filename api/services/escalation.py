@@ -420,7 +420,13 @@ async def _fire_together(services: Services, steps: list[EscalationStep]) -> int
     return fired
 
 
-async def fire_due_steps(services: Services, *, limit: int = 200) -> int:
+@dataclass(frozen=True)
+class Pass:
+    claimed: int  # steps taken off the due list (fired, or cancelled with their clock)
+    fired: int
+
+
+async def fire_pass(services: Services, *, limit: int = 200) -> Pass:
     """Fires the steps due now, oldest first; several workers may run this at once.
 
     One transaction per claimed batch: the common steps (warnings, deadline, province, 通报) in
@@ -434,4 +440,9 @@ async def fire_due_steps(services: Services, *, limit: int = 200) -> int:
                 fired += await _fire_alone(services, step)
     if fired:
         log.info("fired %d escalation steps", fired)
-    return fired
+    return Pass(claimed=len(steps), fired=fired)
+
+
+async def fire_due_steps(services: Services, *, limit: int = 200) -> int:
+    """As ``fire_pass``; returns how many steps fired."""
+    return (await fire_pass(services, limit=limit)).fired

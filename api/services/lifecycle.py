@@ -94,7 +94,7 @@ async def open_case(
     await clocks.refresh_next_due(case, conn=conn)
     event = "received" if kind == CaseKind.COMPLAINT else "bad_rating_received"
     await record_event(case, event, conn=conn, unit=unit.name)
-    await _tell_handlers(services, case, unit, conn)
+    await tell_handlers(services, case, unit, conn)
     if case.urgency == "urgent" and unit.leader_phone:
         labels = "、".join(CATEGORIES[c].label for c in categories if c in CATEGORIES)
         await enqueue_sms(
@@ -110,14 +110,15 @@ async def open_case(
     return case
 
 
-async def _tell_handlers(
+async def tell_handlers(
     services: Services, case: Case, unit: Unit, conn: BaseDBAsyncClient
 ) -> None:
-    """A new case in my unit: its handlers hear of it, with the 签收 deadline."""
+    """A new case in my unit (filed, or transferred to it): its handlers hear of it, with the
+    签收 deadline — the case's own, since a transfer never resets a clock."""
     if not services.settings.notify_new_cases:
         return
     ack = await CaseClock.get(case_id=case.id, kind="acknowledge", using_db=conn)
-    due = clock.to_china(ack.due_at)
+    due_text = f"{clock.to_china(ack.due_at):%m月%d日%H:%M}" if ack.stopped_at is None else "尽快"
     for phone in await handler_phones(unit_id=unit.id, officer_id=case.officer_id, conn=conn):
         await enqueue_sms(
             services,
@@ -131,7 +132,7 @@ async def _tell_handlers(
                 "ticket": case.ticket_no,
                 "clock": "签收",
                 "unit": unit.name,
-                "due": f"{due:%m月%d日%H:%M}",
+                "due": due_text,
             },
         )
 

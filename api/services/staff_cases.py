@@ -121,12 +121,19 @@ async def add_note(user: StaffUser, ticket_no: str, text: str) -> dict[str, Any]
     )
 
 
-async def transfer(user: StaffUser, ticket_no: str, body: TransferCreate) -> dict[str, Any]:
+async def transfer(
+    services: Services, user: StaffUser, ticket_no: str, body: TransferCreate
+) -> dict[str, Any]:
     return await _act(
         user,
         ticket_no,
         lambda case, conn: case_actions.transfer(
-            case, staff_id=user.id, unit_code=body.unit_code, reason=body.reason, conn=conn
+            services,
+            case,
+            staff_id=user.id,
+            unit_code=body.unit_code,
+            reason=body.reason,
+            conn=conn,
         ),
     )
 

@@ -2,6 +2,9 @@
 
 Several workers may run against one database: claims use row locks (``FOR UPDATE SKIP LOCKED``)
 and conditional updates, so each step fires once and each SMS row is sent by one worker.
+
+Firing and sending are two loops side by side: a burst of due steps is fired at database speed,
+not at the pace of the SMS provider, and a slow or throttled provider never delays a deadline.
 """
 
 from __future__ import annotations
@@ -9,38 +12,55 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Awaitable, Callable
 
 from api import db
 from api.redis import open_redis
 from api.services.context import Services, build_context
-from api.services.escalation import fire_due_steps
+from api.services.escalation import fire_pass
 from api.settings import Settings, get_settings
 from api.workers.sms_sender import send_due_sms
 
 log = logging.getLogger("pingyi.worker")
 
+Pass = Callable[[Services], Awaitable[int]]
+
+
+async def fire_once(services: Services) -> int:
+    """One firing pass; returns how many due steps it took (fired or cancelled)."""
+    return (await fire_pass(services, limit=services.settings.worker_batch)).claimed
+
+
+async def send_once(services: Services) -> int:
+    return await send_due_sms(services, limit=services.settings.worker_batch)
+
 
 async def run_once(services: Services) -> int:
-    """One pass: fire what is due, then send what is queued. Returns how much work was done."""
-    batch = services.settings.worker_batch
-    fired = await fire_due_steps(services, limit=batch)
-    sent = await send_due_sms(services, limit=batch)
-    return fired + sent
+    """One pass of each loop, in order: fire what is due, then send what is queued."""
+    return await fire_once(services) + await send_once(services)
 
 
-async def run_until(services: Services, stop: asyncio.Event) -> None:
+async def _loop(services: Services, stop: asyncio.Event, work: Pass, name: str) -> None:
+    """Runs ``work`` back to back while it finds a full batch, else waits one poll interval."""
     poll = services.settings.worker_poll_seconds
     while not stop.is_set():
         try:
-            done = await run_once(services)
+            done = await work(services)
         except Exception:
-            log.exception("worker pass failed; retrying after the poll interval")
+            log.exception("%s pass failed; retrying after the poll interval", name)
             done = 0
         if done < services.settings.worker_batch:
             try:
                 await asyncio.wait_for(stop.wait(), timeout=poll)
             except TimeoutError:
                 pass
+
+
+async def run_until(services: Services, stop: asyncio.Event) -> None:
+    await asyncio.gather(
+        _loop(services, stop, fire_once, "firing"),
+        _loop(services, stop, send_once, "sending"),
+    )
 
 
 async def main(settings: Settings | None = None) -> None:
