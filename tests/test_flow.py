@@ -252,6 +252,16 @@ async def test_overdue_case_escalates_to_province_once(
         item["template"] == "province_supervise" and item["status"] == "sent"
         for item in listed["items"]
     )
+    # Paging with the cursor walks the whole outbox, newest first, each row once.
+    everything = (await client.get("/api/v1/admin/sms", headers=province_admin)).json()["items"]
+    paged: list[int] = []
+    cursor: str | None = ""
+    while cursor is not None:
+        params = {"limit": "2", **({"cursor": cursor} if cursor else {})}
+        page = (await client.get("/api/v1/admin/sms", params=params, headers=province_admin)).json()
+        paged += [item["id"] for item in page["items"]]
+        cursor = page["next_cursor"]
+    assert len(everything) > 2 and paged == [item["id"] for item in everything]
     county = await staff_token(client, "county-430102")
     assert (await client.get("/api/v1/admin/sms", headers=county)).status_code == 403
 

@@ -20,6 +20,7 @@ bp = Blueprint("admin", url_prefix="/api/v1/admin")
 async def sms(request: Request) -> HTTPResponse:
     user = await current_staff(request)
     limit = int_arg(request, "limit", default=100, low=1, high=500)
+    before = int_arg(request, "cursor", default=0, low=1, high=2**31 - 1) or None
     return json(
         await admin.sms_list(
             services(request),
@@ -27,6 +28,7 @@ async def sms(request: Request) -> HTTPResponse:
             status=choice_arg(request, "status", OutboxStatus.ALL),
             ticket_no=request.args.get("ticket_no"),
             limit=limit,
+            before=before,
         )
     )
 

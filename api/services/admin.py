@@ -18,10 +18,19 @@ def _render(text: str, params: dict[str, Any]) -> str:
 
 
 async def sms_list(
-    services: Services, user: StaffUser, *, status: str | None, ticket_no: str | None, limit: int
+    services: Services,
+    user: StaffUser,
+    *,
+    status: str | None,
+    ticket_no: str | None,
+    limit: int,
+    before: int | None = None,
 ) -> dict[str, Any]:
+    """Newest first; ``next_cursor`` (an outbox id) fetches the page after this one."""
     permissions.require(user, permissions.SMS_VIEW)
     query = SmsOutbox.all()
+    if before is not None:
+        query = query.filter(id__lt=before)
     if status:
         query = query.filter(status=status)
     if ticket_no:
@@ -59,5 +68,6 @@ async def sms_list(
                 "sent_at": clock.iso(r.sent_at),
             }
             for r in rows
-        ]
+        ],
+        "next_cursor": str(rows[-1].id) if len(rows) == limit else None,
     }
