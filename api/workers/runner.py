@@ -1,4 +1,5 @@
-"""The worker: a process of its own that fires due escalation steps and sends the SMS outbox.
+"""The worker: a process of its own that fires due escalation steps and sends the SMS outbox
+and the citizens' WeChat subscribe messages.
 
 Several workers may run against one database: claims use row locks (``FOR UPDATE SKIP LOCKED``)
 and conditional updates, so each step fires once and each SMS row is sent by one worker.
@@ -16,6 +17,7 @@ from api.services.context import Services, build_context
 from api.services.escalation import fire_due_steps
 from api.settings import Settings, get_settings
 from api.workers.sms_sender import send_due_sms
+from api.workers.wechat_sender import send_due_wechat
 
 log = logging.getLogger("pingyi.worker")
 
@@ -25,6 +27,7 @@ async def run_once(services: Services) -> int:
     batch = services.settings.worker_batch
     fired = await fire_due_steps(services, limit=batch)
     sent = await send_due_sms(services, limit=batch)
+    sent += await send_due_wechat(services, limit=batch)  # subscribe messages to citizens
     return fired + sent
 
 
