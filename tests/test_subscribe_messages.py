@@ -22,7 +22,8 @@ from api.schemas import ComplaintCreate
 from api.schemas.subscribe import SubscriptionCreate
 from api.services import citizen_cases, lifecycle, staff_cases, subscriptions
 from api.services.context import Services
-from api.services.subscribe_config import clamp
+from api.services.subscribe_config import clamp, load_subscribe_config
+from api.settings import ROOT
 from api.workers.wechat_sender import MAX_ATTEMPTS, send_due_wechat
 from tests.conftest import APPID, APPSECRET
 from tests.support import (
@@ -526,3 +527,50 @@ async def test_fake_checks_values_as_wechat_does(
     }
     assert await send(openid=openid, template_id="tpl", data=good, miniprogram_state="trial")
     assert [m["errcode"] for m in wechat_fake.subscribe_messages] == [47003] * 5 + [47001, 0]
+
+
+async def test_closing_after_the_feedback_window_tells_the_citizen(
+    client: httpx.AsyncClient,
+    services: Services,
+    wechat_fake: FakeWeChatServer,
+    ids: dict[str, str],
+) -> None:
+    clock.freeze(at("2025-03-03 10:00"))
+    world = await make_world()
+    alice = await citizen_token(client, "alice")
+    ticket = await _complaint(client, world.card.code, alice)
+    await _subscribe(client, alice, ids["result"], ticket=ticket)
+    await _subscribe(client, alice, ids["result"])
+    county = await staff_token(client, "county-430102")
+    await _act(client, ticket, "acknowledge", county)
+    await _act(client, ticket, "reply", county, message="已核实处理。")
+    clock.freeze(at("2025-03-12 09:00"))
+    await _act(client, ticket, "close", await staff_token(client, "county-430102"))
+
+    assert await send_due_wechat(services) == 2
+    closed = _delivered(wechat_fake)[-1]["data"]
+    assert closed["phrase2"]["value"] == "已办结"
+    assert closed["thing3"]["value"] == services.subscribe.events["closed"].remark
+    assert closed["time4"]["value"] == "2025-03-12 09:00"
+    # The consent given on the case went first, the general one after it.
+    consents = await SubscribeConsent.all().order_by("used_at", "id")
+    assert [c.case_id is not None for c in consents] == [True, False]
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ('status = "已签收"', 'status = "已经签收了的"'),  # phrase ≤ 5
+        ('time4 = "time" }\n\n[templates.result]', 'time4 = "ticket" }\n\n[templates.result]'),
+        ('events = ["acknowledged", "recheck_opened"]', 'events = ["acknowledged", "reopened"]'),
+        ('miniprogram_state = "formal"', 'miniprogram_state = "beta"'),
+    ],
+)
+def test_bad_subscribe_config_is_refused_at_load(tmp_path: Path, change: str, problem: str) -> None:
+    text = (ROOT / "config" / "subscribe.toml").read_text()
+    assert change in text
+    path = tmp_path / "subscribe.toml"
+    path.write_text(text.replace(change, problem, 1))
+    with pytest.raises(ValueError):
+        load_subscribe_config(path)
+    assert load_subscribe_config(ROOT / "config" / "subscribe.toml").templates
