@@ -69,6 +69,11 @@ class Settings(BaseSettings):
     login_code_replay_seconds: int = 60  # the same wx.login code again → the same token; 0 = off
     # --- end rate limits, Idempotency-Key, two-tap login ---
 
+    # --- WeChat subscribe messages (api/services/subscriptions.py, api/workers/wechat_sender.py) ---
+    subscribe_config: Path = ROOT / "config" / "subscribe.toml"
+    wechat_lease_seconds: int = 60  # a claimed message; never shorter than a send can take
+    # --- end WeChat subscribe messages ---
+
     @property
     def is_production(self) -> bool:
         return self.environment == "production"

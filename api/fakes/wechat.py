@@ -4,7 +4,8 @@ It answers the endpoints Pingyi uses with WeChat's own JSON shapes and error cod
 wechatpy client is exercised end to end: one-time login codes (40029 / 40163), an access-token
 chain where ``cgi-bin/token`` invalidates the previous token (40001 afterwards) while
 ``cgi-bin/stable_token`` in normal mode hands out the current one, msgSecCheck v2 verdicts,
-phone numbers and subscribe messages (43101 for users who refused).
+phone numbers and subscribe messages (value limits checked, 47003; 43101 for users who refused;
+every message received is recorded).
 """
 
 from __future__ import annotations
@@ -67,6 +68,9 @@ class _State:
         self.faults: dict[str, list[int]] = {}
         self.tokens: dict[str, float] = {}  # valid token -> expiry (monotonic)
         self.current: str | None = None
+        # Every subscribe message request that passed the token check, with the errcode answered.
+        self.subscribe_messages: list[Json] = []
+        self.refused_openids: set[str] = set()
 
     def clear(self) -> None:
         with self.lock:
@@ -75,6 +79,8 @@ class _State:
             self.faults.clear()
             self.tokens.clear()
             self.current = None
+            self.subscribe_messages.clear()
+            self.refused_openids.clear()
 
     def take_fault(self, path: str) -> int | None:
         with self.lock:
@@ -220,18 +226,86 @@ def _phone_number(state: _State, query: Query, body: Json) -> Json:
     }
 
 
+# subscribeMessage.send value rules: a field's keyword names its type (thing1, phrase2 …).
+_SUBSCRIBE_FIELD = re.compile(r"([a-z_]+?)(\d{1,2})")
+_SUBSCRIBE_LIMITS = {
+    "thing": 20,
+    "phrase": 5,
+    "character_string": 32,
+    "number": 32,
+    "letter": 32,
+    "symbol": 5,
+    "name": 10,
+    "phone_number": 17,
+    "car_number": 8,
+    "amount": 32,
+}
+_SUBSCRIBE_PATTERNS = {
+    "character_string": re.compile(r"[0-9A-Za-z!-/:-@\[-`{-~]+"),
+    "number": re.compile(r"[0-9.]+"),
+    "letter": re.compile(r"[A-Za-z]+"),
+    "time": re.compile(
+        r"(\d{4}-\d{2}-\d{2} \d{2}:\d{2}(:\d{2})?|\d{4}年\d{1,2}月\d{1,2}日( \d{2}:\d{2})?|\d{2}:\d{2})"
+    ),
+    "date": re.compile(r"(\d{4}-\d{2}-\d{2}|\d{4}年\d{1,2}月\d{1,2}日)"),
+}
+_MINIPROGRAM_STATES = ("developer", "trial", "formal")
+_LANGS = ("zh_CN", "en_US", "zh_HK", "zh_TW")
+_OPENID = re.compile(r"o[A-Za-z0-9_-]{4,63}")
+
+
+def _bad_subscribe_value(key: str, item: Any) -> bool:
+    match = _SUBSCRIBE_FIELD.fullmatch(key)
+    kind = match.group(1) if match else ""
+    if kind not in _SUBSCRIBE_LIMITS and kind not in _SUBSCRIBE_PATTERNS:
+        return True
+    value = item.get("value") if isinstance(item, dict) else None
+    if not isinstance(value, str) or not value.strip() or "\n" in value:
+        return True
+    if len(value) > _SUBSCRIBE_LIMITS.get(kind, 64):
+        return True
+    pattern = _SUBSCRIBE_PATTERNS.get(kind)
+    return pattern is not None and pattern.fullmatch(value) is None
+
+
+def _subscribe_problem(state: _State, body: Json) -> Json | None:
+    touser = body.get("touser")
+    if not isinstance(touser, str) or not _OPENID.fullmatch(touser):
+        return _error(40003, "invalid openid")
+    if not isinstance(body.get("template_id"), str) or not body["template_id"]:
+        return _error(40037, "invalid template_id")
+    if body.get("miniprogram_state", "formal") not in _MINIPROGRAM_STATES:
+        return _error(47001, "data format error: miniprogram_state")
+    if body.get("lang", "zh_CN") not in _LANGS:
+        return _error(47001, "data format error: lang")
+    page = body.get("page", "")
+    if not isinstance(page, str) or len(page) > 1024:
+        return _error(41030, "invalid page")
+    data = body.get("data")
+    if not isinstance(data, dict) or not data:
+        return _error(47003, "argument invalid! data is empty")
+    for key, item in data.items():
+        if _bad_subscribe_value(key, item):
+            return _error(47003, f"argument invalid! data.{key}.value invalid")
+    with state.lock:
+        refused = touser in state.refused_openids
+    if refused or touser.startswith("ounsub"):
+        return _error(43101, "user refuse to accept the msg")
+    return None
+
+
 def _subscribe_send(state: _State, query: Query, body: Json) -> Json:
     problem = state.token_error(query.get("access_token"))
     if problem:
         return problem
-    touser = body.get("touser")
-    if not isinstance(touser, str) or not touser:
-        return _error(40003, "invalid openid")
-    if not body.get("template_id"):
-        return _error(40037, "invalid template_id")
-    if touser.startswith("ounsub"):
-        return _error(43101, "user refuse to accept the msg")
-    return {"errcode": 0, "errmsg": "ok", "msgid": secrets.randbelow(10**18)}
+    answer = _subscribe_problem(state, body) or {
+        "errcode": 0,
+        "errmsg": "ok",
+        "msgid": secrets.randbelow(10**18),
+    }
+    with state.lock:
+        state.subscribe_messages.append({**body, "errcode": answer["errcode"]})
+    return answer
 
 
 Route = Callable[[_State, Query, Json], Json]
@@ -360,6 +434,17 @@ class FakeWeChatServer:
 
     def reset(self) -> None:
         self._state.clear()
+
+    @property
+    def subscribe_messages(self) -> list[Json]:
+        """The subscribe message bodies received (token accepted), each with its ``errcode``."""
+        with self._state.lock:
+            return [dict(m) for m in self._state.subscribe_messages]
+
+    def refuse_subscribe(self, openid: str) -> None:
+        """From now on, messages to ``openid`` answer 43101 (refused, or no consent left)."""
+        with self._state.lock:
+            self._state.refused_openids.add(openid)
 
     def openid_for(self, user: str) -> str:
         return _digest_id(self._state.appid, user)

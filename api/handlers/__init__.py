@@ -7,5 +7,7 @@ from sanic import Blueprint
 
 def blueprints() -> list[Blueprint]:
     from api.handlers import admin, auth, cards, complaints, health, staff, uploads
+    from api.handlers import subscriptions as subscribe  # WeChat subscribe messages
 
-    return [health.bp, auth.bp, cards.bp, complaints.bp, uploads.bp, staff.bp, admin.bp]
+    core = [health.bp, auth.bp, cards.bp, complaints.bp, uploads.bp, staff.bp, admin.bp]
+    return [*core, subscribe.bp]

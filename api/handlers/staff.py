@@ -48,7 +48,7 @@ async def case_detail(request: Request, ticket_no: str) -> HTTPResponse:
 @openapi.definition(summary="签收", tag="staff")
 async def acknowledge(request: Request, ticket_no: str) -> HTTPResponse:
     user = await current_staff(request)
-    return json(await staff_cases.acknowledge(user, ticket_no))
+    return json(await staff_cases.acknowledge(user, ticket_no, services(request)))
 
 
 @bp.post("/complaints/<ticket_no:str>/reply")

@@ -191,11 +191,24 @@ class WeChatGateway:
         return str(pure) if country == "86" else f"+{country}{pure}"
 
     async def send_subscribe_message(
-        self, *, openid: str, template_id: str, data: dict[str, Any], page: str | None = None
-    ) -> None:
-        await self._with_token(
-            lambda c: c.wxa.send_subscribe_message(openid, template_id, data, page=page)
+        self,
+        *,
+        openid: str,
+        template_id: str,
+        data: dict[str, Any],
+        page: str | None = None,
+        miniprogram_state: str | None = None,
+        lang: str | None = None,
+    ) -> str:
+        """``cgi-bin/message/subscribe/send``; returns WeChat's msgid. wechatpy's own helper
+        leaves out ``miniprogram_state`` and ``lang``, so the body is posted as WeChat documents it."""
+        body: Json = {"touser": openid, "template_id": template_id, "data": data}
+        optional = {"page": page, "miniprogram_state": miniprogram_state, "lang": lang}
+        body.update({k: v for k, v in optional.items() if v})
+        result = await self._with_token(
+            lambda c: self._post(c, "cgi-bin/message/subscribe/send", body)
         )
+        return str(result.get("msgid", ""))
 
     @staticmethod
     def _post(client: _Client, endpoint: str, body: Json) -> Json:

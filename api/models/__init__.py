@@ -11,6 +11,7 @@ from api.models.extension import ExtensionRequest
 from api.models.org import Card, Officer, Unit
 from api.models.outbox import SmsOutbox
 from api.models.staff import SecurityEvent, StaffUser
+from api.models.subscribe import SubscribeConsent, WeChatOutbox
 
 MODEL_MODULES = [
     "api.models.auth",
@@ -24,6 +25,7 @@ MODEL_MODULES = [
     "api.models.org",
     "api.models.outbox",
     "api.models.staff",
+    "api.models.subscribe",
 ]
 
 __all__ = [
@@ -43,5 +45,7 @@ __all__ = [
     "SecurityEvent",
     "SmsOutbox",
     "StaffUser",
+    "SubscribeConsent",
     "Unit",
+    "WeChatOutbox",
 ]

@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 from api.integrations.sms import SmsGateway
 from api.integrations.wechat import WeChatGateway
 from api.models import CalendarOverride
+from api.services.subscribe_config import SubscribeConfig, load_subscribe_config
 from api.settings import Settings
 from api.sla.policy import SlaPolicy, load_policy, load_profiles
 from api.sla.worktime import OfficeHours, WorkCalendar
@@ -38,6 +39,7 @@ class Services:
     wechat: WeChatGateway
     sms: SmsGateway
     sms_templates: dict[str, SmsTemplate]
+    subscribe: SubscribeConfig  # WeChat subscribe message templates (config/subscribe.toml)
     unknown_years: set[int] = field(default_factory=set)
     _calendars: dict[str, tuple[float, WorkCalendar]] = field(default_factory=dict)
     # Unknown-year admin alert: years noted and not settled, the task settling each, and when a
@@ -153,4 +155,5 @@ def build_context(settings: Settings, redis: Redis) -> Services:
             sign_name=str(sms_raw["sign_name"]),
         ),
         sms_templates=_templates(sms_raw),
+        subscribe=load_subscribe_config(settings.subscribe_config),
     )

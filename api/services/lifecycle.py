@@ -15,7 +15,7 @@ from api import clock
 from api.errors import Conflict
 from api.models import Case, CaseClock, Officer, Unit
 from api.models.case import CaseKind, CaseStatus
-from api.services import clocks
+from api.services import clocks, subscriptions
 from api.services.catalog import CATEGORIES, needs_discipline, urgency_of
 from api.services.context import Services
 from api.services.outbox import enqueue_sms
@@ -161,7 +161,9 @@ async def save_case(case: Case, conn: BaseDBAsyncClient, *fields: str) -> None:
     await case.save(using_db=conn, update_fields=[*fields, "version"])
 
 
-async def acknowledge(case: Case, *, staff_id: int, conn: BaseDBAsyncClient) -> None:
+async def acknowledge(
+    case: Case, *, staff_id: int, conn: BaseDBAsyncClient, services: Services | None = None
+) -> None:
     """签收: the handling unit takes the case; a re-check is signed for by the unit above."""
     if case.status == CaseStatus.RECHECKING and case.handler_id is None:
         case.handler_id = staff_id
@@ -177,6 +179,7 @@ async def acknowledge(case: Case, *, staff_id: int, conn: BaseDBAsyncClient) -> 
     await record_event(
         case, "acknowledged", actor="staff", staff_id=staff_id, conn=conn, unit=unit.name
     )
+    await subscriptions.notify_citizen(services, case, "acknowledged", conn=conn)
 
 
 async def reply(
@@ -204,6 +207,7 @@ async def reply(
             conn=conn,
             extra_fields=("recheck_reply_message",),
         )
+        await subscriptions.notify_citizen(services, case, "recheck_replied", conn=conn)
         return
     case.status, case.replied_at, case.reply_message = CaseStatus.REPLIED, now, message
     await save_case(case, conn, "status", "replied_at", "reply_message")
@@ -223,6 +227,7 @@ async def reply(
         unit=unit.name,
         message=message,
     )
+    await subscriptions.notify_citizen(services, case, "replied", conn=conn)
 
 
 async def feedback(
@@ -264,6 +269,7 @@ async def feedback(
     await clocks.start_clock(case, "recheck", at=now, policy=policy, calendar=calendar, conn=conn)
     await clocks.refresh_next_due(case, conn=conn)
     await record_event(case, "feedback_unsatisfied", actor="citizen", conn=conn, unit=above.name)
+    await subscriptions.notify_citizen(services, case, "recheck_opened", conn=conn)
 
 
 async def close_case(
@@ -284,6 +290,8 @@ async def close_case(
     # days. Started after refresh_next_due: a closed case keeps next_due_at empty (inbox). ---
     if reason == "not_rated":
         await _start_revisit(services, case, at=now, conn=conn)
+        # Closed by staff or by the clock, not by the citizen: they hear of it (订阅消息).
+        await subscriptions.notify_citizen(services, case, "closed", conn=conn)
     if event:
         await record_event(case, event, conn=conn)
 

@@ -70,9 +70,15 @@ async def _act(
     return await staff_view(case)
 
 
-async def acknowledge(user: StaffUser, ticket_no: str) -> dict[str, Any]:
+async def acknowledge(
+    user: StaffUser, ticket_no: str, services: Services | None = None
+) -> dict[str, Any]:
     return await _act(
-        user, ticket_no, lambda case, conn: lifecycle.acknowledge(case, staff_id=user.id, conn=conn)
+        user,
+        ticket_no,
+        lambda case, conn: lifecycle.acknowledge(
+            case, staff_id=user.id, conn=conn, services=services
+        ),
     )
 
 

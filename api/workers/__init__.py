@@ -1,1 +1,1 @@
-"""Background work that must happen once: escalation steps and the SMS outbox."""
+"""Background work that must happen once: escalation steps, the SMS outbox, subscribe messages."""

@@ -1,4 +1,5 @@
-"""The worker: a process of its own that fires due escalation steps and sends the SMS outbox.
+"""The worker: a process of its own that fires due escalation steps and sends the SMS outbox
+and the citizens' WeChat subscribe messages.
 
 Several workers may run against one database: claims use row locks (``FOR UPDATE SKIP LOCKED``)
 and conditional updates, so each step fires once and each SMS row is sent by one worker.
@@ -20,6 +21,7 @@ from api.services.context import Services, build_context
 from api.services.escalation import fire_pass
 from api.settings import Settings, get_settings
 from api.workers.sms_sender import send_due_sms
+from api.workers.wechat_sender import send_due_wechat
 
 log = logging.getLogger("pingyi.worker")
 
@@ -35,9 +37,14 @@ async def send_once(services: Services) -> int:
     return await send_due_sms(services, limit=services.settings.worker_batch)
 
 
+async def message_once(services: Services) -> int:
+    """Subscribe messages to citizens (their own outbox, their own loop)."""
+    return await send_due_wechat(services, limit=services.settings.worker_batch)
+
+
 async def run_once(services: Services) -> int:
     """One pass of each loop, in order: fire what is due, then send what is queued."""
-    return await fire_once(services) + await send_once(services)
+    return await fire_once(services) + await send_once(services) + await message_once(services)
 
 
 async def _loop(services: Services, stop: asyncio.Event, work: Pass, name: str) -> None:
@@ -60,6 +67,7 @@ async def run_until(services: Services, stop: asyncio.Event) -> None:
     await asyncio.gather(
         _loop(services, stop, fire_once, "firing"),
         _loop(services, stop, send_once, "sending"),
+        _loop(services, stop, message_once, "messaging"),
     )
 
 

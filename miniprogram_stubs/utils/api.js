@@ -10,7 +10,9 @@ const ROUTES = {
   complaints: '/api/v1/complaints',
   myComplaints: '/api/v1/complaints',
   complaint: (ticketNo) => `/api/v1/complaints/${encodeURIComponent(ticketNo)}`,
-  feedback: (ticketNo) => `/api/v1/complaints/${encodeURIComponent(ticketNo)}/feedback`
+  feedback: (ticketNo) => `/api/v1/complaints/${encodeURIComponent(ticketNo)}/feedback`,
+  subscribeTemplates: '/api/v1/subscriptions/templates',
+  subscriptions: '/api/v1/subscriptions'
 }
 
 class ApiError extends Error {
@@ -133,5 +135,9 @@ module.exports = {
   myComplaints: () => call('GET', ROUTES.myComplaints),
   complaint: (ticketNo) => call('GET', ROUTES.complaint(ticketNo)),
   feedback: (ticketNo, { satisfied, comment }) =>
-    call('POST', ROUTES.feedback(ticketNo), { satisfied: !!satisfied, comment: comment || '' })
+    call('POST', ROUTES.feedback(ticketNo), { satisfied: !!satisfied, comment: comment || '' }),
+  subscribeTemplates: () => send('GET', ROUTES.subscribeTemplates, null, false),
+  // The template ids wx.requestSubscribeMessage answered 'accept' for: one message each.
+  subscribe: (templateIds, ticketNo) =>
+    call('POST', ROUTES.subscriptions, { template_ids: templateIds, ticket_no: ticketNo || null })
 }

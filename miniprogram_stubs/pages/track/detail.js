@@ -38,6 +38,24 @@ Page({
     }
   },
 
+  // 订阅进度通知: must run in the tap handler (WeChat shows its dialog only on a user gesture).
+  // Each accepted template allows one message, on the case's next change (签收, 答复, 复核, 办结).
+  async subscribe() {
+    try {
+      const { template_ids: tmplIds } = await api.subscribeTemplates()
+      const answer = await new Promise((resolve, reject) =>
+        wx.requestSubscribeMessage({ tmplIds, success: resolve, fail: reject })
+      )
+      const accepted = tmplIds.filter((id) => answer[id] === 'accept')
+      if (accepted.length) {
+        await api.subscribe(accepted, this.data.ticket)
+        wx.showToast({ title: '已订阅进度通知', icon: 'success' })
+      }
+    } catch (e) {
+      api.showError(e)
+    }
+  },
+
   onComment(event) {
     this.setData({ comment: event.detail.value })
   },
