@@ -6,6 +6,26 @@ from sanic import Blueprint
 
 
 def blueprints() -> list[Blueprint]:
-    from api.handlers import admin, auth, cards, complaints, health, staff, uploads
+    from api.handlers import (  # content security, the citizen's phone
+        admin,
+        auth,
+        cards,
+        complaints,
+        content,
+        health,
+        me,
+        staff,
+        uploads,
+    )
 
-    return [health.bp, auth.bp, cards.bp, complaints.bp, uploads.bp, staff.bp, admin.bp]
+    return [
+        health.bp,
+        auth.bp,
+        cards.bp,
+        complaints.bp,
+        uploads.bp,
+        staff.bp,
+        admin.bp,
+        me.bp,
+        content.bp,
+    ]
