@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     idempotency_lock_seconds: int = 30  # longest a first request may hold its key
     login_code_replay_seconds: int = 60  # the same wx.login code again → the same token; 0 = off
     # --- end rate limits, Idempotency-Key, two-tap login ---
+    # Content security (api/services/moderation.py): longest wait for a WeChat verdict before the
+    # text or photo is held for a person instead.
+    content_check_timeout: float = 3.0
 
     # --- WeChat subscribe messages (api/services/subscriptions.py, api/workers/wechat_sender.py) ---
     subscribe_config: Path = ROOT / "config" / "subscribe.toml"

@@ -78,4 +78,10 @@ EVENTS = {
     "sla_overdue": "{clock}已超时，已通知{unit}负责人及上级单位。",
     "province_supervise": "{clock}超时一个工作日仍未办结，已报省厅督办。",
     "criticism": "{clock}超时，已列入通报。",
+    # content security (api/services/moderation.py, api/services/content_review.py)
+    "content_held": "{field}未通过自动审核，待人工审核。",
+    "content_released": "{field}经人工审核放行。",
+    "content_rejected": "{field}经人工审核未予放行：{note}",
+    "info_supplied_held": "您已补充材料，内容正在审核（办理时限恢复计算）",
+    "info_supplied_released": "您补充的材料已审核：{message}",
 }

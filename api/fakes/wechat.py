@@ -4,8 +4,11 @@ It answers the endpoints Pingyi uses with WeChat's own JSON shapes and error cod
 wechatpy client is exercised end to end: one-time login codes (40029 / 40163), an access-token
 chain where ``cgi-bin/token`` invalidates the previous token (40001 afterwards) while
 ``cgi-bin/stable_token`` in normal mode hands out the current one, msgSecCheck v2 verdicts,
-phone numbers and subscribe messages (value limits checked, 47003; 43101 for users who refused;
-every message received is recorded).
+phone numbers (single-use codes; ``encrypted_phone`` mints the older encryptedData form with the
+user's current session_key), the synchronous image check ``wxa/img_sec_check`` (87014 for risky
+images) and subscribe messages (value limits checked, 47003; 43101 for users who refused; every
+message received is recorded). ``fail_next`` injects an errcode, ``delay_next`` a slow answer
+(a timeout for the client).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
+import io
 import json
 import os
 import re
@@ -21,6 +25,8 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from email.parser import BytesParser
+from email.policy import HTTP
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -36,7 +42,11 @@ _FAULT_MESSAGES = {
     40001: "invalid credential, access_token is invalid or not latest",
     42001: "access_token expired",
     45011: "api minute-quota reach limit  mustslower  retry next minute",
+    61010: "user access record expired",
+    87014: "risky content",
 }
+# wxa/img_sec_check takes images up to 1 MB (its documentation: 750 x 1334 px recommended).
+_IMG_MAX_BYTES = 1024 * 1024
 
 Json = dict[str, Any]
 Query = dict[str, str]
@@ -66,6 +76,10 @@ class _State:
         self.calls: Counter[str] = Counter()
         self.used_codes: set[str] = set()
         self.faults: dict[str, list[int]] = {}
+        self.delays: dict[str, list[float]] = {}  # path -> [seconds, times]
+        self.session_keys: dict[str, str] = {}  # openid -> its current session_key
+        self.next_session_keys: dict[str, str] = {}  # user -> the key their next login gets
+        self.used_phone_codes: set[str] = set()
         self.tokens: dict[str, float] = {}  # valid token -> expiry (monotonic)
         self.current: str | None = None
         # Every subscribe message request that passed the token check, with the errcode answered.
@@ -77,6 +91,10 @@ class _State:
             self.calls.clear()
             self.used_codes.clear()
             self.faults.clear()
+            self.delays.clear()
+            self.session_keys.clear()
+            self.next_session_keys.clear()
+            self.used_phone_codes.clear()
             self.tokens.clear()
             self.current = None
             self.subscribe_messages.clear()
@@ -91,6 +109,16 @@ class _State:
             if fault[1] <= 0:
                 del self.faults[path]
             return fault[0]
+
+    def take_delay(self, path: str) -> float:
+        with self.lock:
+            delay = self.delays.get(path)
+            if not delay:
+                return 0.0
+            delay[1] -= 1
+            if delay[1] <= 0:
+                del self.delays[path]
+            return delay[0]
 
     def issue_token(self) -> tuple[str, int]:
         # A new token replaces the previous one at once (the worst case of the real platform).
@@ -137,11 +165,12 @@ def _jscode2session(state: _State, query: Query, _body: Json) -> Json:
         state.used_codes.add(code)
     user = match.group(1)
     key = hashlib.sha256(f"{state.secret}\x1f{user}\x1f{code}".encode()).digest()[:16]
-    return {
-        "openid": _digest_id(state.appid, user),
-        "session_key": base64.b64encode(key).decode(),
-        "unionid": _digest_id("unionid", user),
-    }
+    openid, session_key = _digest_id(state.appid, user), base64.b64encode(key).decode()
+    with state.lock:
+        session_key = state.next_session_keys.pop(user, session_key)
+        # A new login rotates the user's session_key: older encryptedData no longer decrypts.
+        state.session_keys[openid] = session_key
+    return {"openid": openid, "session_key": session_key, "unionid": _digest_id("unionid", user)}
 
 
 def _legacy_token(state: _State, query: Query, _body: Json) -> Json:
@@ -210,9 +239,14 @@ def _phone_number(state: _State, query: Query, body: Json) -> Json:
     problem = state.token_error(query.get("access_token"))
     if problem:
         return problem
-    match = _PHONE_CODE.fullmatch(str(body.get("code", "")))
+    code = str(body.get("code", ""))
+    match = _PHONE_CODE.fullmatch(code)
     if not match:
         return _error(40029, "invalid code")
+    with state.lock:  # a phone code is good for one call (and five minutes)
+        if code in state.used_phone_codes:
+            return _error(40029, "invalid code")
+        state.used_phone_codes.add(code)
     phone = match.group(1)
     return {
         "errcode": 0,
@@ -294,6 +328,38 @@ def _subscribe_problem(state: _State, body: Json) -> Json | None:
     return None
 
 
+def _img_sec_check(state: _State, query: Query, body: Json) -> Json:
+    problem = state.token_error(query.get("access_token"))
+    if problem:
+        return problem
+    media = body.get("media")
+    if not isinstance(media, bytes) or not media:
+        return _error(41005, "media data missing")
+    if len(media) > _IMG_MAX_BYTES:
+        return _error(40006, "invalid meida size")
+    verdict = _image_verdict(media)
+    if verdict is None:
+        return _error(40113, "unsupported file type")
+    if verdict == "risky":
+        return _error(87014, "risky content")
+    return {"errcode": 0, "errmsg": "ok"}
+
+
+def _image_verdict(media: bytes) -> str | None:
+    """The fake's "model": a picture that is mostly pure red is risky. None: not an image."""
+    try:
+        from PIL import Image
+
+        with Image.open(io.BytesIO(media)) as img:
+            pixel = img.convert("RGB").resize((8, 8)).getpixel((4, 4))
+    except Exception:
+        return None
+    if not isinstance(pixel, tuple):
+        return None
+    red, green, blue = pixel[:3]
+    return "risky" if red > 200 and green < 60 and blue < 60 else "pass"
+
+
 def _subscribe_send(state: _State, query: Query, body: Json) -> Json:
     problem = state.token_error(query.get("access_token"))
     if problem:
@@ -315,6 +381,7 @@ _ROUTES: dict[str, tuple[str, Route]] = {
     "/cgi-bin/stable_token": ("POST", _stable_token),
     "/wxa/msg_sec_check": ("POST", _msg_sec_check),
     "/wxa/business/getuserphonenumber": ("POST", _phone_number),
+    "/wxa/img_sec_check": ("POST", _img_sec_check),
     "/cgi-bin/message/subscribe/send": ("POST", _subscribe_send),
 }
 
@@ -344,6 +411,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(404, {"errcode": -1, "errmsg": "not found"})
             return
         expected, handler = route
+        delay = state.take_delay(url.path)
+        if delay:
+            time.sleep(delay)
         fault = state.take_fault(url.path)
         if fault is not None:
             self._reply(200, _error(fault, _FAULT_MESSAGES.get(fault, "injected fault")))
@@ -358,8 +428,12 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         if not length:
             return {}
+        raw = self.rfile.read(length)
+        content_type = self.headers.get("Content-Type", "")
+        if content_type.lower().startswith("multipart/form-data"):
+            return _multipart(content_type, raw)
         try:
-            body = json.loads(self.rfile.read(length).decode("utf-8"))
+            body = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError):
             return None
         return body if isinstance(body, dict) else None
@@ -371,6 +445,24 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
+
+
+def _multipart(content_type: str, raw: bytes) -> Json | None:
+    """The form's parts by field name: bytes for files, text for plain fields."""
+    message = BytesParser(policy=HTTP).parsebytes(
+        f"Content-Type: {content_type}\r\n\r\n".encode() + raw
+    )
+    if not message.is_multipart():
+        return None
+    fields: Json = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        if not isinstance(name, str):
+            continue
+        payload = part.get_payload(decode=True)
+        data = payload if isinstance(payload, bytes) else b""
+        fields[name] = data if part.get_filename() is not None else data.decode("utf-8", "replace")
+    return fields
 
 
 class _Server(ThreadingHTTPServer):
@@ -431,6 +523,37 @@ class FakeWeChatServer:
     def fail_next(self, path: str, errcode: int, times: int = 1) -> None:
         with self._state.lock:
             self._state.faults[path] = [errcode, times]
+
+    def delay_next(self, path: str, seconds: float, times: int = 1) -> None:
+        """The next ``times`` calls of ``path`` answer after ``seconds`` (a client timeout)."""
+        with self._state.lock:
+            self._state.delays[path] = [seconds, times]
+
+    def issue_session_key(self, user: str, session_key: str) -> None:
+        """The next login of ``user`` gets this session_key (e.g. the official test vector's)."""
+        with self._state.lock:
+            self._state.next_session_keys[user] = session_key
+
+    def encrypted_phone(self, user: str, phone: str) -> tuple[str, str]:
+        """What the mini-program's old getPhoneNumber hands over: (encryptedData, iv).
+
+        Encrypted, as WeChat does, with the user's current session_key (from their latest login).
+        """
+        from api.integrations.wechat import encrypt_data
+
+        openid = self.openid_for(user)
+        with self._state.lock:
+            session_key = self._state.session_keys.get(openid)
+        if session_key is None:
+            raise LookupError(f"{user} has not logged in")
+        iv = base64.b64encode(secrets.token_bytes(16)).decode()
+        payload = {
+            "phoneNumber": phone,
+            "purePhoneNumber": phone,
+            "countryCode": "86",
+            "watermark": {"timestamp": int(time.time()), "appid": self._state.appid},
+        }
+        return encrypt_data(session_key=session_key, iv=iv, payload=payload), iv
 
     def reset(self) -> None:
         self._state.clear()

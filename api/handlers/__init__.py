@@ -6,8 +6,28 @@ from sanic import Blueprint
 
 
 def blueprints() -> list[Blueprint]:
-    from api.handlers import admin, auth, cards, complaints, health, staff, uploads
-    from api.handlers import subscriptions as subscribe  # WeChat subscribe messages
+    from api.handlers import (
+        admin,
+        auth,
+        cards,
+        complaints,
+        content,
+        health,
+        me,
+        staff,
+        subscriptions,
+        uploads,
+    )
 
-    core = [health.bp, auth.bp, cards.bp, complaints.bp, uploads.bp, staff.bp, admin.bp]
-    return [*core, subscribe.bp]
+    return [
+        health.bp,
+        auth.bp,
+        cards.bp,
+        complaints.bp,
+        uploads.bp,
+        staff.bp,
+        admin.bp,
+        me.bp,
+        content.bp,
+        subscriptions.bp,
+    ]

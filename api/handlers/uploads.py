@@ -6,7 +6,7 @@ from sanic.response import HTTPResponse, json, raw
 from sanic_ext import openapi
 
 from api.errors import BadRequest
-from api.handlers.common import current_citizen
+from api.handlers.common import current_citizen, services
 from api.services import uploads
 from api.services.uploads import EvidenceContext, PhotoBytes
 
@@ -57,7 +57,9 @@ def _photo_response(photo: PhotoBytes) -> HTTPResponse:
 )
 async def upload_photo(request: Request) -> HTTPResponse:
     citizen = await current_citizen(request)
-    result = await uploads.store_photo(evidence(request), citizen, _uploaded_bytes(request))
+    result = await uploads.store_photo(
+        evidence(request), citizen, _uploaded_bytes(request), services=services(request)
+    )
     return json(result, status=201)
 
 

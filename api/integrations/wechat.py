@@ -36,6 +36,7 @@ Json = dict[str, Any]
 # 40001 token replaced/invalid, 40014 malformed token, 42001 token expired.
 TOKEN_ERRORS = frozenset({40001, 40014, 42001})
 DECRYPT_FAILED = -41003
+RISKY_CONTENT = 87014  # wxa/img_sec_check: the image is risky
 _REFRESH_MARGIN = 300  # seconds: stop using a token five minutes before WeChat expires it
 _POLL = 0.05
 _COMPARE_AND_DELETE = (
@@ -179,6 +180,17 @@ class WeChatGateway:
             raise WeChatError(-1, f"unexpected msgSecCheck answer: {result!r}")
         return str(suggest)
 
+    async def img_sec_check(self, image: bytes, *, content_type: str = "image/jpeg") -> str:
+        """The synchronous image check: "pass", or "risky" (WeChat's errcode 87014)."""
+        files = {"media": ("evidence.jpg", image, content_type)}
+        try:
+            await self._with_token(lambda c: self._post_form(c, "wxa/img_sec_check", files))
+        except WeChatError as exc:
+            if exc.errcode == RISKY_CONTENT:
+                return "risky"
+            raise
+        return "pass"
+
     async def phone_number(self, phone_code: str) -> str:
         body = {"code": phone_code}
         result = await self._with_token(
@@ -209,6 +221,13 @@ class WeChatGateway:
             lambda c: self._post(c, "cgi-bin/message/subscribe/send", body)
         )
         return str(result.get("msgid", ""))
+
+    @staticmethod
+    def _post_form(client: _Client, endpoint: str, files: dict[str, Any]) -> Json:
+        result = client.post(endpoint, files=files, api_base_url=client.api_root)
+        if not isinstance(result, dict):
+            raise WeChatClientException(None, "answer is not JSON", client=client)
+        return result
 
     @staticmethod
     def _post(client: _Client, endpoint: str, body: Json) -> Json:

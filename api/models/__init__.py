@@ -8,6 +8,7 @@ from api.models.clock import CaseClock, EscalationStep
 from api.models.evaluation import Evaluation
 from api.models.evidence import Evidence
 from api.models.extension import ExtensionRequest
+from api.models.moderation import ContentHold
 from api.models.org import Card, Officer, Unit
 from api.models.outbox import SmsOutbox
 from api.models.staff import SecurityEvent, StaffUser
@@ -22,6 +23,7 @@ MODEL_MODULES = [
     "api.models.evaluation",
     "api.models.evidence",
     "api.models.extension",
+    "api.models.moderation",
     "api.models.org",
     "api.models.outbox",
     "api.models.staff",
@@ -37,6 +39,7 @@ __all__ = [
     "CaseClock",
     "CaseEvent",
     "Citizen",
+    "ContentHold",
     "EscalationStep",
     "Evaluation",
     "Evidence",

@@ -25,6 +25,8 @@ class AuthSession(Model):
     created_at = fields.DatetimeField(auto_now_add=True)
     expires_at = fields.DatetimeField()
     revoked_at = fields.DatetimeField(null=True)
+    # A citizen session's WeChat session_key (decrypts wx encryptedData); never leaves the server.
+    wechat_session_key = fields.CharField(max_length=64, null=True)
     citizen_id: int | None
     staff_id: int | None
 

@@ -64,6 +64,9 @@ class Case(Model):
     # "|RUDE|NO_ID|": the categories as text, so any database can filter on one of them.
     category_index = fields.CharField(max_length=400, default="", db_index=True)
     description = fields.TextField(default="")
+    # Content security of the citizen's texts (api/services/moderation.py): ok | held | released |
+    # rejected — the state of the case's most recent held text, "held" while any is pending.
+    content_status = fields.CharField(max_length=10, default="ok")
     location = fields.CharField(max_length=200, default="")
     occurred_at = fields.DatetimeField(null=True)
     discipline_flag = fields.BooleanField(default=False)  # 纪检 channel (BRIBERY)

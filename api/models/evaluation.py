@@ -28,6 +28,7 @@ class Evaluation(Model):
     dimensions: fields.Field[dict[str, Any]] = fields.JSONField(default=dict)
     answers: fields.Field[dict[str, Any]] = fields.JSONField(default=dict)
     comment = fields.TextField(default="")
+    content_status = fields.CharField(max_length=10, default="ok")  # of the comment (moderation)
     verified = fields.BooleanField(default=False)
     flagged = fields.BooleanField(default=False)
     case: fields.ForeignKeyNullableRelation[Case] = fields.ForeignKeyField(

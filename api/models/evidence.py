@@ -35,6 +35,8 @@ class Evidence(Model):
     height = fields.IntField()
     created_at = fields.DatetimeField()
     attached_at = fields.DatetimeField(null=True)
+    # WeChat image check (api/services/moderation.py): only ok/released photos are shown to staff.
+    content_status = fields.CharField(max_length=10, default="ok")
     owner_id: int | None
     case_id: int | None
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import unicodedata
 from datetime import datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Literal
 from uuid import UUID
 
 from pydantic import (
@@ -17,6 +17,7 @@ from pydantic import (
     StrictInt,
     StringConstraints,
     field_validator,
+    model_validator,
 )
 
 from api import clock
@@ -204,3 +205,34 @@ class UnitContactUpdate(Strict):
     # Omitted: unchanged; null or "": cleared. The phone is normalised by the service.
     leader_phone: Annotated[Text, StringConstraints(max_length=30)] | None = None
     hotline: Annotated[Text, StringConstraints(max_length=30)] | None = None
+
+
+# --- content security and the citizen's phone (api/services/content_review.py,
+# api/services/citizen_phone.py) -------------------------------------------------------------
+
+
+class ContentDecision(Strict):
+    decision: Literal["release", "reject"]
+    note: Annotated[Text, StringConstraints(max_length=500)] = ""
+
+
+_Base64 = Annotated[
+    str, StringConstraints(min_length=1, max_length=4096, pattern=r"^[A-Za-z0-9+/=]+$")
+]
+
+
+class PhoneCreate(Strict):
+    """Either the ``code`` of getPhoneNumber (current), or its older ``encryptedData`` and ``iv``."""
+
+    phone_code: Annotated[Text, StringConstraints(min_length=1, max_length=128)] | None = None
+    encrypted_data: _Base64 | None = None
+    iv: Annotated[_Base64, StringConstraints(max_length=64)] | None = None
+
+    @model_validator(mode="after")
+    def _one_form(self) -> PhoneCreate:
+        encrypted = self.encrypted_data is not None or self.iv is not None
+        if self.phone_code is not None and encrypted:
+            raise ValueError("phone_code 与 encrypted_data/iv 只能二选一")
+        if self.phone_code is None and (self.encrypted_data is None or self.iv is None):
+            raise ValueError("请提供 phone_code，或同时提供 encrypted_data 与 iv")
+        return self

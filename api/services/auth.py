@@ -39,7 +39,12 @@ def token_hash(token: str) -> str:
 
 
 async def _issue(
-    *, kind: str, ttl: int, citizen_id: int | None = None, staff_id: int | None = None
+    *,
+    kind: str,
+    ttl: int,
+    citizen_id: int | None = None,
+    staff_id: int | None = None,
+    session_key: str | None = None,
 ) -> IssuedToken:
     token = secrets.token_urlsafe(32)
     await AuthSession.create(
@@ -47,6 +52,7 @@ async def _issue(
         kind=kind,
         citizen_id=citizen_id,
         staff_id=staff_id,
+        wechat_session_key=session_key,
         expires_at=clock.now() + timedelta(seconds=ttl),
     )
     return IssuedToken(token=token, expires_in=ttl)
@@ -127,8 +133,12 @@ async def _login_upstream(services: Services, code: str) -> IssuedToken:
     citizen, _ = await Citizen.get_or_create(
         openid=session.openid, defaults={"unionid": session.unionid}
     )
+    # The session_key stays on the server (it decrypts the citizen's encryptedData).
     return await _issue(
-        kind="citizen", ttl=services.settings.citizen_token_ttl, citizen_id=citizen.id
+        kind="citizen",
+        ttl=services.settings.citizen_token_ttl,
+        citizen_id=citizen.id,
+        session_key=session.session_key,
     )
 
 

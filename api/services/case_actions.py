@@ -86,7 +86,7 @@ async def request_info(
 
 
 async def supply_info(
-    services: Services, case: Case, *, message: str, conn: BaseDBAsyncClient
+    services: Services, case: Case, *, message: str, conn: BaseDBAsyncClient, held: bool = False
 ) -> None:
     require_status(case, CaseStatus.WAITING)
     now = clock.now()
@@ -97,7 +97,10 @@ async def supply_info(
         case, at=now, policy=policy, calendar=await services.calendar(policy), conn=conn
     )
     await clocks.refresh_next_due(case, conn=conn)
-    await record_event(case, "info_supplied", actor="citizen", conn=conn, message=message)
+    if held:  # content security: the message waits for a reviewer, out of the log until then
+        await record_event(case, "info_supplied_held", actor="citizen", conn=conn)
+    else:
+        await record_event(case, "info_supplied", actor="citizen", conn=conn, message=message)
 
 
 async def add_note(case: Case, *, staff_id: int, text: str, conn: BaseDBAsyncClient) -> None:

@@ -13,7 +13,7 @@ from api.integrations.sms import normalize_phone
 from api.models import Case, Citizen, Evaluation, Officer
 from api.models.case import CaseKind
 from api.schemas import ComplaintCreate, EvaluationCreate, FeedbackCreate
-from api.services import case_actions, lifecycle, uploads
+from api.services import case_actions, lifecycle, moderation, uploads
 from api.services.card_lookup import active_card
 from api.services.context import Services
 from api.services.views import citizen_summary, citizen_view
@@ -27,6 +27,10 @@ async def rate(
     services: Services, citizen: Citizen, code: str, body: EvaluationCreate
 ) -> dict[str, Any]:
     card = await active_card(code)
+    # Content security first, outside the transaction (no lock waits on WeChat).
+    screening = await moderation.screen_texts(
+        services, citizen, {"comment": body.comment}, scene=moderation.SCENE_COMMENT
+    )
     now = clock.now()
     async with in_transaction() as conn:
         # One evaluation per user per card per 24 h; the citizen row lock serialises double taps.
@@ -65,6 +69,9 @@ async def rate(
             created_at=now,
             using_db=conn,
         )
+        await moderation.hold_texts(
+            screening, citizen_id=citizen.id, case=case, evaluation=evaluation, conn=conn
+        )
     return {
         "id": evaluation.id,
         "level": evaluation.level,
@@ -73,9 +80,11 @@ async def rate(
     }
 
 
-def _contact_phone(body: ComplaintCreate) -> str | None:
-    if body.anonymous or not body.phone:
+def _contact_phone(body: ComplaintCreate, citizen: Citizen) -> str | None:
+    if body.anonymous:
         return None
+    if not body.phone:
+        return citizen.phone  # the number the citizen verified through WeChat (POST /me/phone)
     try:
         return normalize_phone(body.phone)
     except ValueError as exc:
@@ -86,7 +95,13 @@ async def file_complaint(
     services: Services, citizen: Citizen, body: ComplaintCreate
 ) -> dict[str, Any]:
     card = await active_card(body.card_code)
-    phone = _contact_phone(body)
+    phone = _contact_phone(body, citizen)
+    screening = await moderation.screen_texts(
+        services,
+        citizen,
+        {"description": body.description, "location": body.location},
+        scene=moderation.SCENE_POST,
+    )
     async with in_transaction() as conn:
         photos = await uploads.claim_photos(citizen, body.photos, conn=conn)  # evidence photos
         officer = await Officer.get(id=card.officer_id, using_db=conn)
@@ -106,6 +121,8 @@ async def file_complaint(
             conn=conn,
         )
         await uploads.attach_photos(photos, case, conn=conn)  # evidence photos
+        await moderation.hold_texts(screening, citizen_id=citizen.id, case=case, conn=conn)
+        await moderation.hold_photos(photos, case, conn=conn)
     view = await citizen_view(case)
     return {
         "ticket_no": case.ticket_no,
@@ -136,11 +153,16 @@ async def give_feedback(
     services: Services, citizen: Citizen, ticket_no: str, body: FeedbackCreate
 ) -> dict[str, Any]:
     case = await own_case(citizen, ticket_no)
+    # Not satisfied: the comment is the reason for the re-check — checked like every text.
+    screening = await moderation.screen_texts(
+        services, citizen, {"feedback_comment": body.comment}, scene=moderation.SCENE_COMMENT
+    )
     async with in_transaction() as conn:
         case = await Case.filter(id=case.id).select_for_update().using_db(conn).get()
         await lifecycle.feedback(
             services, case, satisfied=body.satisfied, comment=body.comment, conn=conn
         )
+        await moderation.hold_texts(screening, citizen_id=citizen.id, case=case, conn=conn)
     return await citizen_view(case)
 
 
@@ -149,7 +171,13 @@ async def supply_info(
 ) -> dict[str, Any]:
     """The citizen answers a request for information; the paused clocks run again."""
     case = await own_case(citizen, ticket_no)
+    screening = await moderation.screen_texts(
+        services, citizen, {"supplement": message}, scene=moderation.SCENE_POST
+    )
     async with in_transaction() as conn:
         case = await Case.filter(id=case.id).select_for_update().using_db(conn).get()
-        await case_actions.supply_info(services, case, message=message, conn=conn)
+        await case_actions.supply_info(
+            services, case, message=message, held=screening.is_held("supplement"), conn=conn
+        )
+        await moderation.hold_texts(screening, citizen_id=citizen.id, case=case, conn=conn)
     return await citizen_view(case)

@@ -14,12 +14,15 @@ EXTENSION_APPROVE = "extension.approve"
 STAFF_MANAGE = "staff.manage"
 CALENDAR_MANAGE = "calendar.manage"  # the working-day override table (province only)
 UNIT_MANAGE = "unit.manage"  # a unit's leader phone and hotline (own subtree)
+CONTENT_REVIEW = "content.review"  # release or reject citizen content WeChat did not clear
 
 ROLES: dict[str, frozenset[str]] = {
     "handler": frozenset({CASE_VIEW, CASE_ACT}),
-    "supervisor": frozenset({CASE_VIEW, CASE_ACT, EXTENSION_APPROVE}),
+    "supervisor": frozenset({CASE_VIEW, CASE_ACT, EXTENSION_APPROVE, CONTENT_REVIEW}),
     "unit_leader": frozenset({CASE_VIEW, EXTENSION_APPROVE}),
-    "city_admin": frozenset({CASE_VIEW, EXTENSION_APPROVE, STAFF_MANAGE, UNIT_MANAGE}),
+    "city_admin": frozenset(
+        {CASE_VIEW, EXTENSION_APPROVE, STAFF_MANAGE, UNIT_MANAGE, CONTENT_REVIEW}
+    ),
     "province_admin": frozenset(
         {
             CASE_VIEW,
@@ -29,6 +32,7 @@ ROLES: dict[str, frozenset[str]] = {
             STAFF_MANAGE,
             CALENDAR_MANAGE,
             UNIT_MANAGE,
+            CONTENT_REVIEW,
         }
     ),
 }

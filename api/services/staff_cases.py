@@ -39,7 +39,8 @@ async def view_case(user: StaffUser, ticket_no: str) -> dict[str, Any]:
     if reveal:
         # Every view of a reporter's identity is written to the audit log (执法全过程可回溯).
         await audit_identity_view(case, staff_id=user.id)
-    return await staff_view(case, reveal_phone=reveal)
+    may_review = permissions.can(user, permissions.CONTENT_REVIEW)
+    return await staff_view(case, reveal_phone=reveal, may_review=may_review)
 
 
 Action = Callable[[Case, BaseDBAsyncClient], Awaitable[None]]

@@ -16,7 +16,9 @@ from api import clock
 from api.errors import NotFound, ValidationFailed
 from api.integrations.storage import Storage, open_storage
 from api.models import Case, Citizen, Evidence
-from api.services import images
+from api.models.moderation import ContentStatus
+from api.services import image_check, images, moderation
+from api.services.context import Services
 from api.services.evidence_links import EvidenceLinks
 from api.settings import DEV_URL_SIGNING_KEY, Settings
 
@@ -59,13 +61,23 @@ def _public(evidence: Evidence) -> dict[str, Any]:
         "content_type": evidence.content_type,
         "source_type": evidence.source_type,
         "size": evidence.size,
+        "content_status": evidence.content_status,  # held: waiting for a person (content check)
     }
 
 
-async def store_photo(ctx: EvidenceContext, citizen: Citizen, data: bytes) -> dict[str, Any]:
+def _sanitize_for_check(data: bytes) -> tuple[images.CleanPhoto, bytes]:
+    photo = images.sanitize(data)
+    return photo, image_check.check_copy(photo.data)
+
+
+async def store_photo(
+    ctx: EvidenceContext, citizen: Citizen, data: bytes, *, services: Services
+) -> dict[str, Any]:
     images.check_size(data)  # before any decoding, and before waiting for a slot
     async with ctx.decode_slots:
-        photo = await asyncio.to_thread(images.sanitize, data)
+        photo, copy = await asyncio.to_thread(_sanitize_for_check, data)
+    # WeChat's image check before anything is stored: risky → 422 and nothing kept.
+    verdict = await image_check.check_photo(services, copy)
     key = f"{photo.sha256[:2]}/{photo.sha256}.{photo.extension}"
     # Content-addressed: the same photo twice is one file. Written before the row, so a row never
     # names a missing file (a crash in between leaves an unreferenced file, harmless).
@@ -81,7 +93,12 @@ async def store_photo(ctx: EvidenceContext, citizen: Citizen, data: bytes) -> di
         width=photo.width,
         height=photo.height,
         created_at=clock.now(),
+        content_status=verdict.status,
     )
+    if verdict.status == ContentStatus.HELD:
+        await moderation.held_photo(
+            citizen_id=citizen.id, evidence_id=evidence.id, detail=verdict.detail
+        )
     return _public(evidence)
 
 
@@ -133,12 +150,34 @@ def _links_of_current_app() -> EvidenceLinks | None:
     return ctx.links if isinstance(ctx, EvidenceContext) else None
 
 
-async def evidence_refs(case: Case, links: EvidenceLinks | None = None) -> list[dict[str, Any]]:
-    """The photos of a case for staff: opaque ids and short-lived signed URLs, no metadata."""
+async def evidence_refs(
+    case: Case, links: EvidenceLinks | None = None, *, include_held: bool = False
+) -> list[dict[str, Any]]:
+    """The photos of a case for staff: opaque ids and short-lived signed URLs, no metadata.
+
+    A photo WeChat's check did not clear has no URL (a reviewer's view excepted while it is held).
+    """
     links = links or _links_of_current_app()
     now = clock.now()
-    ids = await Evidence.filter(case_id=case.id).order_by("position").values_list("id", flat=True)
-    return [{"id": str(i), "url": links.url_for(str(i), now=now) if links else None} for i in ids]
+    rows = (
+        await Evidence.filter(case_id=case.id)
+        .order_by("position")
+        .values_list("id", "content_status")
+    )
+    return [
+        {
+            "id": str(i),
+            "content_status": status,
+            "url": links.url_for(str(i), now=now)
+            if links and (_shown(status) or (include_held and status == ContentStatus.HELD))
+            else None,
+        }
+        for i, status in rows
+    ]
+
+
+def _shown(status: str) -> bool:
+    return status in ContentStatus.VISIBLE
 
 
 def _photo_id(raw: str) -> uuid.UUID:
@@ -163,7 +202,10 @@ async def photo_by_link(
     ctx: EvidenceContext, evidence_id: str, *, expires: str | None, sig: str | None
 ) -> PhotoBytes:
     ctx.links.check(evidence_id, expires=expires, sig=sig, now=clock.now())
-    return await _read(ctx, await Evidence.get_or_none(id=_photo_id(evidence_id)))
+    evidence = await Evidence.get_or_none(id=_photo_id(evidence_id))
+    if evidence is not None and evidence.content_status == ContentStatus.REJECTED:
+        evidence = None  # a rejected photo is shown to no one, whatever link was handed out
+    return await _read(ctx, evidence)
 
 
 async def photo_of_owner(ctx: EvidenceContext, citizen: Citizen, evidence_id: str) -> PhotoBytes:

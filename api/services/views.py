@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from api import clock
-from api.models import Case, CaseClock, Evaluation, Officer, Unit
+from api.models import Case, CaseClock, ContentHold, Evaluation, Officer, Unit
 from api.models.case import CaseStatus
 from api.models.clock import ClockStatus
 from api.services.catalog import CATEGORIES
+from api.services.moderation import field_status, holds_view, shown_text
 from api.services.timeline import event_view, events_of
 from api.services.uploads import evidence_refs
 from api.texts import CLOCKS, KINDS, LEVELS, STAFF_STATUS, STATUS
@@ -63,6 +64,7 @@ async def citizen_view(case: Case) -> dict[str, Any]:
     view = await _base(case)
     view.update(
         anonymous=case.anonymous,
+        content_status=case.content_status,  # the citizen's own text is theirs to see
         deadlines=await deadlines(case),
         can_feedback=case.status == CaseStatus.REPLIED,
         timeline=[event_view(e) for e in await events_of(case, public_only=True)],
@@ -89,7 +91,7 @@ def _reporter(case: Case, reveal: bool) -> dict[str, Any]:
     return {"anonymous": False, "phone": phone, "phone_masked": not reveal}
 
 
-async def _rating(case: Case) -> dict[str, Any] | None:
+async def _rating(case: Case, *, may_review: bool = False) -> dict[str, Any] | None:
     """The rating behind a 差评 follow-up case: what the citizen said about the encounter."""
     evaluation = await Evaluation.get_or_none(case_id=case.id)
     if evaluation is None:
@@ -99,12 +101,21 @@ async def _rating(case: Case) -> dict[str, Any] | None:
         "level_label": LEVELS.get(evaluation.level),
         "dimensions": evaluation.dimensions,
         "answers": evaluation.answers,
-        "comment": evaluation.comment,
+        "comment": shown_text(evaluation.comment, evaluation.content_status, may_review=may_review),
+        "content_status": evaluation.content_status,
     }
 
 
-async def staff_view(case: Case, *, reveal_phone: bool = False) -> dict[str, Any]:
+async def staff_view(
+    case: Case, *, reveal_phone: bool = False, may_review: bool = False
+) -> dict[str, Any]:
     view = await _base(case)
+    # Content security: held text only for reviewers (content.review), rejected text for no one.
+    holds = await ContentHold.filter(case_id=case.id).order_by("id")
+    # A 差评 case's description is the rating's comment, held under that name.
+    described = "comment" if case.kind == "bad_rating" else "description"
+    for name, held_as in (("description", described), ("location", "location")):
+        view[name] = shown_text(view[name], field_status(holds, held_as), may_review=may_review)
     officer = await Officer.get(id=case.officer_id).prefetch_related("unit")
     view.update(
         urgency=case.urgency,
@@ -114,12 +125,19 @@ async def staff_view(case: Case, *, reveal_phone: bool = False) -> dict[str, Any
         discipline_flag=case.discipline_flag,
         criticism_flag=case.criticism_flag,
         satisfied=case.satisfied,
+        feedback_comment=shown_text(
+            case.feedback_comment,
+            field_status(holds, "feedback_comment"),
+            may_review=may_review,
+        ),
+        content={"status": case.content_status, "holds": holds_view(holds, may_review=may_review)},
         version=case.version,
         next_due_at=clock.iso(case.next_due_at),
         clocks=await deadlines(case, running_only=False),
         status_label=STAFF_STATUS.get(case.status, case.status),
-        rating=await _rating(case),
-        photos=await evidence_refs(case),  # evidence photos: signed, expiring URLs
+        rating=await _rating(case, may_review=may_review),
+        # evidence photos: signed, expiring URLs; held ones only for reviewers
+        photos=await evidence_refs(case, include_held=may_review),
         events=[
             {**event_view(e), "public": e.public, "data": e.data}
             for e in await events_of(case, public_only=False)
@@ -139,4 +157,5 @@ def staff_summary(case: Case) -> dict[str, Any]:
         "received_at": clock.iso(case.received_at),
         "next_due_at": clock.iso(case.next_due_at),
         "overdue": case.next_due_at is not None and case.next_due_at <= clock.now(),
+        "content_held": case.content_status == "held",  # a flag, never the held text
     }
