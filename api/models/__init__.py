@@ -8,6 +8,7 @@ from api.models.clock import CaseClock, EscalationStep
 from api.models.evaluation import Evaluation
 from api.models.evidence import Evidence
 from api.models.extension import ExtensionRequest
+from api.models.integrity import EncounterCode, RatingReview
 from api.models.org import Card, Officer, Unit
 from api.models.outbox import SmsOutbox
 from api.models.staff import SecurityEvent, StaffUser
@@ -21,6 +22,7 @@ MODEL_MODULES = [
     "api.models.evaluation",
     "api.models.evidence",
     "api.models.extension",
+    "api.models.integrity",
     "api.models.org",
     "api.models.outbox",
     "api.models.staff",
@@ -35,11 +37,13 @@ __all__ = [
     "CaseClock",
     "CaseEvent",
     "Citizen",
+    "EncounterCode",
     "EscalationStep",
     "Evaluation",
     "Evidence",
     "ExtensionRequest",
     "Officer",
+    "RatingReview",
     "SecurityEvent",
     "SmsOutbox",
     "StaffUser",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import unicodedata
 from datetime import datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Literal
 from uuid import UUID
 
 from pydantic import (
@@ -88,6 +88,8 @@ class EvaluationCreate(Strict):
     dimensions: dict[str, StrictInt] = Field(default_factory=dict)
     answers: dict[str, StrictBool] = Field(default_factory=dict)
     comment: Annotated[Text, StringConstraints(max_length=500)] = ""
+    # The one-time code of a verified encounter (the ``e`` of the officer's dynamic QR).
+    encounter_code: Annotated[Text, StringConstraints(max_length=32)] | None = None  # "": none
 
     @field_validator("dimensions")
     @classmethod
@@ -204,3 +206,16 @@ class UnitContactUpdate(Strict):
     # Omitted: unchanged; null or "": cleared. The phone is normalised by the service.
     leader_phone: Annotated[Text, StringConstraints(max_length=30)] | None = None
     hotline: Annotated[Text, StringConstraints(max_length=30)] | None = None
+
+
+# --- integrity of ratings (api/services/encounters.py, api/services/rating_flags.py) -------------
+
+
+class EncounterCreate(Strict):
+    # Omitted: the officer linked to the caller's own account.
+    cert_no: Annotated[Text, StringConstraints(min_length=1, max_length=30)] | None = None
+
+
+class RatingReviewCreate(Strict):
+    decision: Literal["confirm", "clear"]
+    note: Reason
