@@ -77,6 +77,16 @@ class Settings(BaseSettings):
     wechat_lease_seconds: int = 60  # a claimed message; never shorter than a send can take
     # --- end WeChat subscribe messages ---
 
+    # --- integrity of ratings (api/services/rating_integrity.py, encounters.py, rating_flags.py) ---
+    rating_window_hours: float = 24  # one evaluation per citizen per card within this window
+    encounter_code_minutes: float = 10  # life of a one-time encounter code (dynamic QR)
+    # Bursts are flagged for review, never dropped; a count of 0 switches the rule off.
+    burst_officer_ratings: int = 10  # this many ratings of one officer ...
+    burst_officer_minutes: float = 10  # ... within this many minutes
+    burst_citizen_officers: int = 5  # one citizen rating this many different officers ...
+    burst_citizen_minutes: float = 60  # ... within this many minutes
+    # --- end integrity of ratings ---
+
     @property
     def is_production(self) -> bool:
         return self.environment == "production"

@@ -13,6 +13,7 @@ def blueprints() -> list[Blueprint]:
         complaints,
         content,
         health,
+        integrity,
         me,
         staff,
         subscriptions,
@@ -30,4 +31,5 @@ def blueprints() -> list[Blueprint]:
         me.bp,
         content.bp,
         subscriptions.bp,
+        integrity.bp,
     ]

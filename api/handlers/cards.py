@@ -7,7 +7,7 @@ from sanic_ext import openapi
 
 from api.handlers.common import current_citizen, json_body, services
 from api.schemas import EvaluationCreate
-from api.services import card_lookup, citizen_cases
+from api.services import card_lookup, citizen_cases, encounters
 from api.services.catalog import CATEGORIES
 from api.validation import parse_json
 
@@ -15,9 +15,16 @@ bp = Blueprint("cards", url_prefix="/api/v1")
 
 
 @bp.get("/cards/<code:str>")
-@openapi.definition(summary="扫码查看执法人员信息（无需登录）", tag="citizen")
+@openapi.definition(
+    summary="扫码查看执法人员信息（无需登录）；?e= 现场评价码时告知其是否有效", tag="citizen"
+)
 async def get_card(request: Request, code: str) -> HTTPResponse:
-    return json(await card_lookup.public_card(services(request), code))
+    profile = await card_lookup.public_card(services(request), code)
+    encounter_code = request.args.get("e")
+    if encounter_code is not None:
+        encounter = await encounters.describe(services(request), profile["code"], encounter_code)
+        profile = {**profile, "encounter": encounter}
+    return json(profile)
 
 
 @bp.post("/cards/<code:str>/evaluations")

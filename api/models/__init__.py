@@ -8,6 +8,7 @@ from api.models.clock import CaseClock, EscalationStep
 from api.models.evaluation import Evaluation
 from api.models.evidence import Evidence
 from api.models.extension import ExtensionRequest
+from api.models.integrity import EncounterCode, RatingReview
 from api.models.moderation import ContentHold
 from api.models.org import Card, Officer, Unit
 from api.models.outbox import SmsOutbox
@@ -24,6 +25,7 @@ MODEL_MODULES = [
     "api.models.evidence",
     "api.models.extension",
     "api.models.moderation",
+    "api.models.integrity",
     "api.models.org",
     "api.models.outbox",
     "api.models.staff",
@@ -40,11 +42,13 @@ __all__ = [
     "CaseEvent",
     "Citizen",
     "ContentHold",
+    "EncounterCode",
     "EscalationStep",
     "Evaluation",
     "Evidence",
     "ExtensionRequest",
     "Officer",
+    "RatingReview",
     "SecurityEvent",
     "SmsOutbox",
     "StaffUser",

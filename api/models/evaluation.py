@@ -31,6 +31,11 @@ class Evaluation(Model):
     content_status = fields.CharField(max_length=10, default="ok")  # of the comment (moderation)
     verified = fields.BooleanField(default=False)
     flagged = fields.BooleanField(default=False)
+    # Burst flags (api/services/rating_flags.py): why it was flagged and the review's outcome.
+    # flag_status: "" never flagged | pending | confirmed (excluded from assessment) | cleared.
+    flag_reasons: fields.Field[list[dict[str, Any]]] = fields.JSONField(default=list)
+    flag_status = fields.CharField(max_length=10, default="", db_index=True)
+    flagged_at = fields.DatetimeField(null=True)
     case: fields.ForeignKeyNullableRelation[Case] = fields.ForeignKeyField(
         "models.Case", related_name="evaluations", null=True, on_delete=fields.SET_NULL
     )

@@ -89,6 +89,8 @@ class EvaluationCreate(Strict):
     dimensions: dict[str, StrictInt] = Field(default_factory=dict)
     answers: dict[str, StrictBool] = Field(default_factory=dict)
     comment: Annotated[Text, StringConstraints(max_length=500)] = ""
+    # The one-time code of a verified encounter (the ``e`` of the officer's dynamic QR).
+    encounter_code: Annotated[Text, StringConstraints(max_length=32)] | None = None  # "": none
 
     @field_validator("dimensions")
     @classmethod
@@ -236,3 +238,16 @@ class PhoneCreate(Strict):
         if self.phone_code is None and (self.encrypted_data is None or self.iv is None):
             raise ValueError("请提供 phone_code，或同时提供 encrypted_data 与 iv")
         return self
+
+
+# --- integrity of ratings (api/services/encounters.py, api/services/rating_flags.py) -------------
+
+
+class EncounterCreate(Strict):
+    # Omitted: the officer linked to the caller's own account.
+    cert_no: Annotated[Text, StringConstraints(min_length=1, max_length=30)] | None = None
+
+
+class RatingReviewCreate(Strict):
+    decision: Literal["confirm", "clear"]
+    note: Reason

@@ -2,24 +2,22 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 from tortoise.transactions import in_transaction
 
 from api import clock
-from api.errors import Conflict, NotFound
+from api.errors import NotFound
 from api.integrations.sms import normalize_phone
 from api.models import Case, Citizen, Evaluation, Officer
 from api.models.case import CaseKind
 from api.schemas import ComplaintCreate, EvaluationCreate, FeedbackCreate
-from api.services import case_actions, lifecycle, moderation, uploads
+from api.services import case_actions, lifecycle, moderation, rating_integrity, uploads
 from api.services.card_lookup import active_card
 from api.services.context import Services
 from api.services.views import citizen_summary, citizen_view
 from api.validation import field_error
 
-RATING_WINDOW = timedelta(hours=24)
 BAD_RATING_MAX = 2  # levels 1–2 are a 差评 (DOMAIN.md)
 
 
@@ -33,17 +31,15 @@ async def rate(
     )
     now = clock.now()
     async with in_transaction() as conn:
-        # One evaluation per user per card per 24 h; the citizen row lock serialises double taps.
-        await Citizen.filter(id=citizen.id).select_for_update().using_db(conn)
-        recent = (
-            await Evaluation.filter(
-                card_id=card.id, citizen_id=citizen.id, created_at__gt=now - RATING_WINDOW
-            )
-            .using_db(conn)
-            .exists()
+        # One per card per 24 h, encounter code, locks (api/services/rating_integrity.py).
+        admission = await rating_integrity.admit(
+            services,
+            citizen=citizen,
+            card=card,
+            encounter_code=body.encounter_code,
+            now=now,
+            conn=conn,
         )
-        if recent:
-            raise Conflict("您在24小时内已评价过本次执法，感谢您的监督", code="already_rated")
         case = None
         if body.level <= BAD_RATING_MAX:
             officer = await Officer.get(id=card.officer_id, using_db=conn)
@@ -66,15 +62,18 @@ async def rate(
             answers=body.answers,
             comment=body.comment,
             case_id=case.id if case else None,
+            verified=admission.verified,
             created_at=now,
             using_db=conn,
         )
+        await rating_integrity.settle(services, evaluation, admission, conn=conn)
         await moderation.hold_texts(
             screening, citizen_id=citizen.id, case=case, evaluation=evaluation, conn=conn
         )
     return {
         "id": evaluation.id,
         "level": evaluation.level,
+        "verified": evaluation.verified,
         "created_at": clock.iso(evaluation.created_at),
         "ticket_no": case.ticket_no if case else None,
     }

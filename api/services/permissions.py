@@ -63,3 +63,25 @@ def case_scope(user: StaffUser, unit_path: str) -> Q:
     if user.officer_id is not None:
         scope &= ~Q(officer_id=user.officer_id)
     return scope
+
+
+# --- integrity of ratings (api/services/encounters.py, api/services/rating_flags.py) ---------------
+RATING_REVIEW = "rating.review"  # the flagged-ratings queue: 督察/法制 and admins
+ENCOUNTER_ISSUE = "encounter.issue"  # an encounter code on behalf of an officer of one's own unit
+
+for _role, _extra in {
+    "handler": {ENCOUNTER_ISSUE},
+    "supervisor": {ENCOUNTER_ISSUE, RATING_REVIEW},
+    "unit_leader": {ENCOUNTER_ISSUE},
+    "city_admin": {RATING_REVIEW},
+    "province_admin": {RATING_REVIEW},
+}.items():
+    ROLES[_role] = ROLES[_role] | _extra
+
+
+def rating_scope(user: StaffUser, unit_path: str) -> Q:
+    """Ratings a staff member may see: officers of their unit's subtree, never themself."""
+    scope = Q(officer__unit__path__startswith=unit_path)
+    if user.officer_id is not None:
+        scope &= ~Q(officer_id=user.officer_id)
+    return scope

@@ -118,9 +118,17 @@ module.exports = {
   showError,
   relogin,
   login,
-  getCard: (code) => call('GET', ROUTES.card(code)),
-  rate: (code, { level, dimensions, answers, comment }) =>
-    call('POST', ROUTES.rate(code), { level, dimensions: dimensions || {}, answers: answers || {}, comment: comment || '' }),
+  // With the encounter code of a dynamic QR the answer says whether it is still valid.
+  getCard: (code, e) =>
+    call('GET', ROUTES.card(code) + (e ? `?e=${encodeURIComponent(e)}` : '')),
+  rate: (code, { level, dimensions, answers, comment, encounter_code }) =>
+    call('POST', ROUTES.rate(code), {
+      level,
+      dimensions: dimensions || {},
+      answers: answers || {},
+      comment: comment || '',
+      encounter_code: encounter_code || null
+    }),
   categories: () => call('GET', ROUTES.categories),
   fileComplaint: ({ card_code, categories, description, occurred_at, location, anonymous, phone }) =>
     call('POST', ROUTES.complaints, {

@@ -32,4 +32,13 @@ function extractCardCode(options) {
   return match ? match[1].toUpperCase() : ''
 }
 
-module.exports = { formatTime, toChinaIso, today, extractCardCode }
+// The one-time encounter code of an officer's dynamic QR: https://<host>/c/{code}?e={encounter}.
+function extractEncounterCode(options) {
+  const opts = options || {}
+  if (opts.e) return String(opts.e).trim()
+  const raw = opts.q ? decodeURIComponent(opts.q) : opts.url || ''
+  const match = /[?&]e=([0-9A-Za-z-]+)/.exec(raw)
+  return match ? match[1] : ''
+}
+
+module.exports = { formatTime, toChinaIso, today, extractCardCode, extractEncounterCode }

@@ -1,17 +1,19 @@
 // Reached by scanning the card's QR: https://<host>/c/{code} opens this page through
 // 扫普通链接二维码打开小程序, with the whole URL URL-encoded in options.q (see README.md).
 const api = require('../../utils/api')
-const { extractCardCode } = require('../../utils/format')
+const { extractCardCode, extractEncounterCode } = require('../../utils/format')
 
 Page({
   data: {
     code: '',
+    encounter: '', // the one-time code of an officer's dynamic QR (a verified encounter)
     card: null,
     loading: false,
     problem: '' // card_not_found | card_revoked | no_code | other
   },
 
   onLoad(options) {
+    this.setData({ encounter: extractEncounterCode(options) })
     this.open(extractCardCode(options))
   },
 
@@ -26,7 +28,9 @@ Page({
     }
     this.setData({ code, loading: true, problem: '' })
     try {
-      const card = await api.getCard(code)
+      const card = await api.getCard(code, this.data.encounter)
+      // An expired or used code is dropped: the citizen rates without it.
+      if (card.encounter && !card.encounter.valid) this.setData({ encounter: '' })
       this.setData({ card })
     } catch (e) {
       const known = e.code === 'card_not_found' || e.code === 'card_revoked'
@@ -44,6 +48,7 @@ Page({
       scanType: ['qrCode'],
       success: (res) => {
         const code = extractCardCode({ url: res.result })
+        this.setData({ encounter: extractEncounterCode({ url: res.result }) })
         if (code) this.open(code)
         else wx.showToast({ title: '这不是执法评议卡二维码', icon: 'none' })
       }
@@ -55,7 +60,8 @@ Page({
   },
 
   goRate() {
-    wx.navigateTo({ url: `/pages/rate/rate?code=${this.data.code}` })
+    const e = this.data.encounter ? `&e=${encodeURIComponent(this.data.encounter)}` : ''
+    wx.navigateTo({ url: `/pages/rate/rate?code=${this.data.code}${e}` })
   },
 
   goReport() {

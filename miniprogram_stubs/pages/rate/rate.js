@@ -26,6 +26,7 @@ const QUESTIONS = [
 Page({
   data: {
     code: '',
+    encounter: '', // one-time code: the rating is marked as a verified encounter
     levels: LEVELS,
     dimensions: DIMENSIONS,
     questions: QUESTIONS,
@@ -38,7 +39,10 @@ Page({
   },
 
   onLoad(options) {
-    this.setData({ code: (options.code || '').toUpperCase() })
+    this.setData({
+      code: (options.code || '').toUpperCase(),
+      encounter: options.e ? decodeURIComponent(options.e) : ''
+    })
   },
 
   pickLevel(event) {
@@ -81,10 +85,17 @@ Page({
         level: this.data.level,
         dimensions: this.compact(this.data.picked),
         answers: this.compact(this.data.answers),
-        comment: this.data.comment.trim()
+        comment: this.data.comment.trim(),
+        encounter_code: this.data.encounter
       })
       this.done(result)
     } catch (e) {
+      if (String(e.code).startsWith('encounter_code_')) {
+        // Expired, used or not this officer's: nothing was stored; rate again without the code.
+        this.setData({ encounter: '' })
+        wx.showModal({ title: '现场评价码不可用', content: e.message, confirmText: '直接评价', success: (res) => res.confirm && this.submit() })
+        return
+      }
       api.showError(e)
     } finally {
       this.setData({ submitting: false })
