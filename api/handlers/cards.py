@@ -17,7 +17,8 @@ bp = Blueprint("cards", url_prefix="/api/v1")
 @bp.get("/cards/<code:str>")
 @openapi.definition(summary="扫码查看执法人员信息（无需登录）", tag="citizen")
 async def get_card(request: Request, code: str) -> HTTPResponse:
-    return json(await card_lookup.public_card(services(request), code))
+    body = await card_lookup.public_card(services(request), code)
+    return HTTPResponse(body, content_type="application/json")
 
 
 @bp.post("/cards/<code:str>/evaluations")
