@@ -18,6 +18,7 @@ from tortoise.transactions import in_transaction
 
 from api import db
 from api.models import Card, Officer, StaffUser, Unit
+from api.services import card_cache
 from api.services.cards import card_url, new_card_code, render_card_png
 from api.services.passwords import hash_password, verify_password
 from api.settings import ROOT, Settings, get_settings
@@ -253,6 +254,8 @@ async def run(settings: Settings, *, demo: bool) -> None:
         else:
             count = await load_units(DIVISIONS_CSV)
             print(f"已载入执法单位 {count} 个 / loaded {count} units")
+        # Units, officers and cards may have changed under a running API: its card views go.
+        await card_cache.invalidate_from_settings(settings)
     finally:
         await db.close_db()
 

@@ -9,7 +9,14 @@ from api import clock
 from api.handlers.common import choice_arg, current_staff, int_arg, json_body, services
 from api.models.outbox import OutboxStatus
 from api.schemas import CalendarOverrideSet, UnitContactUpdate
-from api.services import admin, calendar_admin, permissions, staff_accounts, units_admin
+from api.services import (
+    admin,
+    calendar_admin,
+    card_admin,
+    permissions,
+    staff_accounts,
+    units_admin,
+)
 from api.validation import parse_json
 
 bp = Blueprint("admin", url_prefix="/api/v1/admin")
@@ -91,3 +98,17 @@ async def unit_contacts(request: Request, code: str) -> HTTPResponse:
     user = await current_staff(request)
     body = parse_json(request, UnitContactUpdate)
     return json(await units_admin.update_contacts(services(request), user, code, body))
+
+
+@bp.post("/cards/<code:str>/revoke")
+@openapi.definition(summary="停用评议卡（立即生效）", tag="admin")
+async def card_revoke(request: Request, code: str) -> HTTPResponse:
+    user = await current_staff(request)
+    return json(await card_admin.revoke_card(services(request), user, code))
+
+
+@bp.post("/officers/<cert_no:str>/cards")
+@openapi.definition(summary="为执法人员补发新评议卡（原卡停用）", tag="admin")
+async def card_reissue(request: Request, cert_no: str) -> HTTPResponse:
+    user = await current_staff(request)
+    return json(await card_admin.reissue_card(services(request), user, cert_no), status=201)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from json import loads
+
 from sanic import Blueprint
 from sanic.request import Request
 from sanic.response import HTTPResponse, json
@@ -19,12 +21,13 @@ bp = Blueprint("cards", url_prefix="/api/v1")
     summary="扫码查看执法人员信息（无需登录）；?e= 现场评价码时告知其是否有效", tag="citizen"
 )
 async def get_card(request: Request, code: str) -> HTTPResponse:
-    profile = await card_lookup.public_card(services(request), code)
+    body = await card_lookup.public_card(services(request), code)  # cached, serialised
     encounter_code = request.args.get("e")
-    if encounter_code is not None:
-        encounter = await encounters.describe(services(request), profile["code"], encounter_code)
-        profile = {**profile, "encounter": encounter}
-    return json(profile)
+    if encounter_code is None:
+        return HTTPResponse(body, content_type="application/json")
+    profile = loads(body)
+    encounter = await encounters.describe(services(request), profile["code"], encounter_code)
+    return json({**profile, "encounter": encounter})
 
 
 @bp.post("/cards/<code:str>/evaluations")

@@ -1,4 +1,4 @@
-"""The public side of a card: who the officer is and how to reach supervision, cached in Redis."""
+"""The public side of a card: who the officer is and how to reach supervision (cached: card_cache)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ from typing import Any
 from urllib.parse import unquote
 
 from api.errors import Gone, NotFound
-from api.models import Card, Officer, Unit
+from api.models import Card
+from api.services import card_cache
 from api.services.cards import normalize_card_code
 from api.services.context import Services
 from api.services.routing import supervising_unit
 
-CACHE_SECONDS = 300
 ACTIONS = [
     {"action": "rate", "label": "评价本次执法"},
     {"action": "report", "label": "投诉举报"},
@@ -31,8 +31,8 @@ async def active_card(code: str) -> Card:
 
 
 async def _profile(card: Card) -> dict[str, Any]:
-    officer = await Officer.get(id=card.officer_id)
-    unit = await Unit.get(id=officer.unit_id)
+    officer = card.officer
+    unit = officer.unit
     above = await supervising_unit(unit)
     return {
         "code": card.code,
@@ -47,26 +47,33 @@ async def _profile(card: Card) -> dict[str, Any]:
     }
 
 
-async def public_card(services: Services, code: str) -> dict[str, Any]:
+async def _from_database(code: str) -> tuple[str, str]:
+    """(kind, body) of a normalised code, as ``card_cache`` stores it."""
+    card = await Card.filter(code=code).select_related("officer__unit").first()
+    if card is None:
+        return card_cache.UNKNOWN, ""
+    if card.revoked_at is not None:
+        return card_cache.REVOKED, ""
+    body = json.dumps(await _profile(card), ensure_ascii=False, separators=(",", ":"))
+    return card_cache.FOUND, body
+
+
+async def public_card(services: Services, code: str) -> str:
+    """The JSON body of a card's public view; 404 for an unknown code, 410 for a revoked card."""
     normalized = normalize_card_code(unquote(code))
     if normalized is None:
         raise NotFound("未找到该评议卡，请核对二维码", code="card_not_found")
-    key = services.key("card", normalized)
-    cached = await services.redis.get(key)
-    if cached is not None:
-        data: dict[str, Any] = json.loads(cached)
-        if data.get("revoked"):
-            raise Gone("该评议卡已停用", code="card_revoked")
-        return data
-    try:
-        card = await active_card(code)
-    except Gone:
-        await services.redis.set(key, json.dumps({"revoked": True}), ex=CACHE_SECONDS)
-        raise
-    profile = await _profile(card)
-    await services.redis.set(key, json.dumps(profile, ensure_ascii=False), ex=CACHE_SECONDS)
-    return profile
+    cached = await card_cache.read(services, normalized)
+    kind, body = cached.kind, cached.body
+    if kind is None:
+        kind, body = await _from_database(normalized)
+        await card_cache.write(services, normalized, cached, kind=kind, body=body)
+    if kind == card_cache.UNKNOWN:
+        raise NotFound("未找到该评议卡，请核对二维码", code="card_not_found")
+    if kind == card_cache.REVOKED:
+        raise Gone("该评议卡已停用", code="card_revoked")
+    return body
 
 
 async def forget_card(services: Services, code: str) -> None:
-    await services.redis.delete(services.key("card", code))
+    await card_cache.invalidate(services, code)

@@ -6,13 +6,17 @@ the key expires with it, so Redis holds no more than one live counter per limit 
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
+
+from redis.exceptions import RedisError
 
 from api import clock
 from api.errors import TooManyRequests
 from api.services.context import Services
 
+log = logging.getLogger("pingyi.ratelimit")
 TOO_MANY = "操作过于频繁，请{wait}后再试"
 # DECR only a live counter: on an expired key DECR would create one that never expires.
 _REFUND = (
@@ -47,10 +51,15 @@ def enforced(services: Services, limit: Limit) -> bool:
 
 async def hit(services: Services, *, limit: Limit, counter: Counter) -> None:
     """Counts one request against ``limit``; over it → 429 with ``Retry-After``."""
-    async with services.redis.pipeline(transaction=False) as pipe:
-        pipe.incr(counter.key)
-        pipe.expire(counter.key, limit.window + 1)
-        count, _ = await pipe.execute()
+    try:
+        async with services.redis.pipeline(transaction=False) as pipe:
+            pipe.incr(counter.key)
+            pipe.expire(counter.key, limit.window + 1)
+            count, _ = await pipe.execute()
+    except RedisError as exc:
+        # Fail open: without Redis the service stays usable (the card scan reads the database).
+        log.warning("rate limit %s not counted: %s", limit.name, exc)
+        return
     if int(count) > limit.limit:
         retry_after = max(1, math.ceil(counter.resets_at - clock.now().timestamp()))
         raise TooManyRequests(

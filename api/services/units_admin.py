@@ -10,9 +10,9 @@ from typing import Any
 
 from api.errors import NotFound
 from api.integrations.sms import normalize_phone
-from api.models import Card, StaffUser, Unit
+from api.models import StaffUser, Unit
 from api.schemas import UnitContactUpdate
-from api.services import permissions
+from api.services import card_cache, permissions
 from api.services.context import Services
 from api.validation import field_error
 
@@ -40,14 +40,9 @@ async def update_contacts(
     if changed:
         await unit.save(update_fields=changed)
     if "hotline" in changed:
-        # The public card profile shows this unit's hotline and, under "上级监督", its parent's:
-        # drop the cached profiles of every card in the subtree instead of waiting for the TTL.
-        codes = await Card.filter(officer__unit__path__startswith=unit.path).values_list(
-            "code", flat=True
-        )
-        keys = [services.key("card", str(c)) for c in codes]
-        for start in range(0, len(keys), 500):
-            await services.redis.delete(*keys[start : start + 500])
+        # The card view shows this unit's hotline and, under "上级监督", the hotline of the unit
+        # supervising it: cards of this unit, of its children and of units naming it in config.
+        await card_cache.invalidate(services)
     return {
         "code": unit.code,
         "name": unit.name,
