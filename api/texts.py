@@ -60,7 +60,7 @@ EVENTS = {
     "contacted": "办理人员已与您联系。",
     "replied": "{unit}已答复：{message}",
     "feedback_satisfied": "您对处理结果表示满意，案件办结。",
-    "feedback_unsatisfied": "您对处理结果不满意，已转{unit}复核。",
+    "feedback_unsatisfied": "您对处理结果不满意，已转{unit}复核。理由：{reason}",
     "recheck_replied": "{unit}复核答复：{message}",
     "closed": "案件已办结。",
     "info_requested": "{unit}请您补充材料：{message}（补充前办理时限暂停计算）",
@@ -78,4 +78,5 @@ EVENTS = {
     "sla_overdue": "{clock}已超时，已通知{unit}负责人及上级单位。",
     "province_supervise": "{clock}超时一个工作日仍未办结，已报省厅督办。",
     "criticism": "{clock}超时，已列入通报。",
+    "made_anonymous": "您已改为匿名举报，办理人员看不到您的身份和联系方式。",
 }

@@ -6,6 +6,6 @@ from sanic import Blueprint
 
 
 def blueprints() -> list[Blueprint]:
-    from api.handlers import admin, auth, cards, complaints, health, staff, uploads
+    from api.handlers import admin, auth, cards, complaints, health, staff, units, uploads
 
-    return [health.bp, auth.bp, cards.bp, complaints.bp, uploads.bp, staff.bp, admin.bp]
+    return [health.bp, auth.bp, cards.bp, complaints.bp, uploads.bp, staff.bp, admin.bp, units.bp]

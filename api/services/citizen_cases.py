@@ -136,10 +136,17 @@ async def give_feedback(
     services: Services, citizen: Citizen, ticket_no: str, body: FeedbackCreate
 ) -> dict[str, Any]:
     case = await own_case(citizen, ticket_no)
+    if not body.satisfied and not body.reason:
+        raise field_error("reason", "不满意时请说明申请复核的理由")
     async with in_transaction() as conn:
         case = await Case.filter(id=case.id).select_for_update().using_db(conn).get()
         await lifecycle.feedback(
-            services, case, satisfied=body.satisfied, comment=body.comment, conn=conn
+            services,
+            case,
+            satisfied=body.satisfied,
+            comment=body.comment,
+            reason=body.reason or "",
+            conn=conn,
         )
     return await citizen_view(case)
 

@@ -132,6 +132,9 @@ module.exports = {
     }),
   myComplaints: () => call('GET', ROUTES.myComplaints),
   complaint: (ticketNo) => call('GET', ROUTES.complaint(ticketNo)),
-  feedback: (ticketNo, { satisfied, comment }) =>
-    call('POST', ROUTES.feedback(ticketNo), { satisfied: !!satisfied, comment: comment || '' })
+  // Not satisfied: a re-check one level up, which needs the citizen's reason.
+  feedback: (ticketNo, { satisfied, comment, reason }) =>
+    call('POST', ROUTES.feedback(ticketNo), satisfied
+      ? { satisfied: true, comment: comment || '' }
+      : { satisfied: false, comment: comment || '', reason: reason || '' })
 }
