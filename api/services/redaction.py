@@ -19,11 +19,15 @@ FREE_TEXT = ("description", "reply", "recheck_reply", "rating", "events")
 
 
 async def reporter_values(case: Case) -> list[str]:
-    """What would identify the reporter of this case, as text (longest first)."""
+    """The identifiers of the reporter of this case, as text (longest first)."""
     citizen = await Citizen.get_or_none(id=case.citizen_id)
-    values = [case.contact_phone, case.location]
+    values = [case.contact_phone]
     if citizen is not None:
         values += [citizen.openid, citizen.unionid, citizen.phone]
+    return _longest_first(values)
+
+
+def _longest_first(values: list[str | None]) -> list[str]:
     found = {v.strip() for v in values if v and len(v.strip()) >= 2}
     return sorted(found, key=len, reverse=True)
 
@@ -47,9 +51,14 @@ async def staff_safe(case: Case, view: dict[str, Any]) -> dict[str, Any]:
     no phone number in what people wrote (the description, replies, notes, events)."""
     if not case.anonymous:
         return view
-    secrets = await reporter_values(case)
+    identifiers = await reporter_values(case)
+    # The location is looked for only in what people wrote: a short one ("长沙") must not
+    # blank the unit names.
+    written = _longest_first([*identifiers, case.location])
     safe = {**view, "location": None, "location_withheld": True}
     for key, value in safe.items():
-        if key != "photos":  # signed links: opaque, nothing of the reporter in them
-            safe[key] = scrub(value, secrets, numbers=key in FREE_TEXT)
+        if key in FREE_TEXT:
+            safe[key] = scrub(value, written, numbers=True)
+        elif key != "photos":  # signed links: opaque, nothing of the reporter in them
+            safe[key] = scrub(value, identifiers)
     return safe
