@@ -162,7 +162,7 @@ def story(api: Api, cards_dir: Path, timeout: float) -> None:
         "POST",
         f"/api/v1/complaints/{ticket}/feedback",
         token=citizen,
-        json={"satisfied": False, "comment": "处理太轻"},
+        json={"satisfied": False, "comment": "处理太轻", "reason": "只是口头批评，处理太轻"},
     )
     check(fb["status"] == "rechecking", "dissatisfaction must start a re-check")
     show(f"{fb['status_label']}：{fb['handling_unit']['name']}")

@@ -60,7 +60,7 @@ EVENTS = {
     "contacted": "办理人员已与您联系。",
     "replied": "{unit}已答复：{message}",
     "feedback_satisfied": "您对处理结果表示满意，案件办结。",
-    "feedback_unsatisfied": "您对处理结果不满意，已转{unit}复核。",
+    "feedback_unsatisfied": "您对处理结果不满意，已转{unit}复核。理由：{reason}",
     "recheck_replied": "{unit}复核答复：{message}",
     "closed": "案件已办结。",
     "info_requested": "{unit}请您补充材料：{message}（补充前办理时限暂停计算）",
@@ -84,4 +84,5 @@ EVENTS = {
     "content_rejected": "{field}经人工审核未予放行：{note}",
     "info_supplied_held": "您已补充材料，内容正在审核（办理时限恢复计算）",
     "info_supplied_released": "您补充的材料已审核：{message}",
+    "made_anonymous": "您已改为匿名举报，办理人员看不到您的身份和联系方式。",
 }

@@ -113,7 +113,7 @@ async def test_complaint_routed_acknowledged_replied_rechecked(
 
     res = await client.post(
         f"/api/v1/complaints/{ticket}/feedback",
-        json={"satisfied": False, "comment": "不满意"},
+        json={"satisfied": False, "comment": "不满意", "reason": "处理过轻，请上级复核"},
         headers=citizen,
     )
     assert res.status_code == 200 and res.json()["status"] == "rechecking"

@@ -81,7 +81,7 @@ async def test_switching_profile_affects_new_cases_only(
         )
         res = await client.post(
             f"/api/v1/complaints/{old.ticket_no}/feedback",
-            json={"satisfied": False},
+            json={"satisfied": False, "reason": "处理结果不合理"},
             headers=citizen,
         )
         assert res.status_code == 200, res.text

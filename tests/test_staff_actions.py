@@ -264,7 +264,9 @@ async def test_moves_and_contacts_keep_to_the_rules(
     # A re-check is signed for by the unit above, whose handler then sees the named phone.
     await _post(client, named, "reply", county, {"message": "已核实处理"})
     await client.post(
-        f"/api/v1/complaints/{named}/feedback", json={"satisfied": False}, headers=citizen
+        f"/api/v1/complaints/{named}/feedback",
+        json={"satisfied": False, "reason": "请上级复核"},
+        headers=citizen,
     )
     masked = (await client.get(f"{URL}/{named}", headers=city)).json()
     assert masked["reporter"]["phone_masked"]

@@ -17,6 +17,7 @@ def blueprints() -> list[Blueprint]:
         me,
         staff,
         subscriptions,
+        units,
         uploads,
     )
 
@@ -32,4 +33,5 @@ def blueprints() -> list[Blueprint]:
         content.bp,
         subscriptions.bp,
         integrity.bp,
+        units.bp,
     ]

@@ -6,8 +6,8 @@ from sanic.response import HTTPResponse, json
 from sanic_ext import openapi
 
 from api.handlers.common import current_citizen, json_body, services
-from api.schemas import ComplaintCreate, FeedbackCreate, SupplementCreate
-from api.services import citizen_cases
+from api.schemas import AnonymityUpdate, ComplaintCreate, FeedbackCreate, SupplementCreate
+from api.services import anonymity, citizen_cases
 from api.services.views import citizen_view
 from api.validation import parse_json
 
@@ -59,4 +59,20 @@ async def supplement(request: Request, ticket_no: str) -> HTTPResponse:
     body = parse_json(request, SupplementCreate)
     return json(
         await citizen_cases.supply_info(services(request), citizen, ticket_no, body.message)
+    )
+
+
+@bp.post("/complaints/<ticket_no:str>/anonymity")
+@openapi.definition(
+    summary="改为匿名（提交后可随时改为匿名，不能改回实名）",
+    body=json_body(AnonymityUpdate),
+    tag="citizen",
+)
+async def set_anonymity(request: Request, ticket_no: str) -> HTTPResponse:
+    citizen = await current_citizen(request)
+    body = parse_json(request, AnonymityUpdate)
+    return json(
+        await anonymity.set_anonymity(
+            services(request), citizen, ticket_no, anonymous=body.anonymous
+        )
     )

@@ -5,6 +5,7 @@ from api.models.calendar import CalendarOverride
 from api.models.case import Case, CaseEvent
 from api.models.citizen import Citizen
 from api.models.clock import CaseClock, EscalationStep
+from api.models.disclosure import UnitDisclosure
 from api.models.evaluation import Evaluation
 from api.models.evidence import Evidence
 from api.models.extension import ExtensionRequest
@@ -21,6 +22,7 @@ MODEL_MODULES = [
     "api.models.case",
     "api.models.citizen",
     "api.models.clock",
+    "api.models.disclosure",
     "api.models.evaluation",
     "api.models.evidence",
     "api.models.extension",
@@ -54,5 +56,6 @@ __all__ = [
     "StaffUser",
     "SubscribeConsent",
     "Unit",
+    "UnitDisclosure",
     "WeChatOutbox",
 ]

@@ -144,6 +144,8 @@ class ComplaintCreate(Strict):
 class FeedbackCreate(Strict):
     satisfied: bool = Field(strict=True)
     comment: Annotated[Text, StringConstraints(max_length=500)] = ""
+    # Why the citizen asks for a re-check: required when not satisfied (checked by the service).
+    reason: Annotated[Prose, StringConstraints(min_length=2, max_length=500)] | None = None
 
 
 class ReplyCreate(Strict):
@@ -251,3 +253,22 @@ class EncounterCreate(Strict):
 class RatingReviewCreate(Strict):
     decision: Literal["confirm", "clear"]
     note: Reason
+
+
+# --- anonymity and public disclosure (api/services/anonymity.py, api/services/disclosure.py) ---
+
+
+class AnonymityUpdate(Strict):
+    anonymous: StrictBool
+
+
+DisclosureItem = Annotated[Prose, StringConstraints(min_length=2, max_length=500)]
+
+
+class UnitDisclosureUpdate(Strict):
+    # Omitted: unchanged; null: back to the default of config/disclosure.toml for the unit's level.
+    duties: list[DisclosureItem] | None = Field(default=None, min_length=1, max_length=30)
+    legal_bases: list[DisclosureItem] | None = Field(default=None, min_length=1, max_length=50)
+    procedures: list[DisclosureItem] | None = Field(default=None, min_length=1, max_length=30)
+    address: Annotated[Text, StringConstraints(max_length=200)] | None = None
+    mailbox: Annotated[Text, StringConstraints(max_length=200)] | None = None

@@ -11,6 +11,7 @@ from api.models import Card
 from api.services import card_cache
 from api.services.cards import normalize_card_code
 from api.services.context import Services
+from api.services.disclosure import supervision_channels
 from api.services.routing import supervising_unit
 
 ACTIONS = [
@@ -38,11 +39,7 @@ async def _profile(card: Card) -> dict[str, Any]:
         "code": card.code,
         "officer": {"name": officer.name, "cert_no": officer.cert_no, "active": officer.active},
         "unit": {"code": unit.code, "name": unit.name},
-        "channels": [
-            {"name": "12328交通运输服务监督电话", "value": "12328"},
-            {"name": f"{unit.name}监督电话", "value": unit.hotline or "12328"},
-            {"name": f"上级监督：{above.name}", "value": above.hotline or "12328"},
-        ],
+        "channels": supervision_channels(unit, above),
         "actions": ACTIONS,
     }
 

@@ -152,14 +152,24 @@ async def give_feedback(
     services: Services, citizen: Citizen, ticket_no: str, body: FeedbackCreate
 ) -> dict[str, Any]:
     case = await own_case(citizen, ticket_no)
-    # Not satisfied: the comment is the reason for the re-check — checked like every text.
+    if not body.satisfied and not body.reason:
+        raise field_error("reason", "不满意时请说明申请复核的理由")
+    # Not satisfied: the comment and the reason for the re-check — checked like every text.
     screening = await moderation.screen_texts(
-        services, citizen, {"feedback_comment": body.comment}, scene=moderation.SCENE_COMMENT
+        services,
+        citizen,
+        {"feedback_comment": body.comment, "feedback_reason": body.reason or ""},
+        scene=moderation.SCENE_COMMENT,
     )
     async with in_transaction() as conn:
         case = await Case.filter(id=case.id).select_for_update().using_db(conn).get()
         await lifecycle.feedback(
-            services, case, satisfied=body.satisfied, comment=body.comment, conn=conn
+            services,
+            case,
+            satisfied=body.satisfied,
+            comment=body.comment,
+            reason=body.reason or "",
+            conn=conn,
         )
         await moderation.hold_texts(screening, citizen_id=citizen.id, case=case, conn=conn)
     return await citizen_view(case)

@@ -231,8 +231,21 @@ async def reply(
 
 
 async def feedback(
-    services: Services, case: Case, *, satisfied: bool, comment: str, conn: BaseDBAsyncClient
+    services: Services,
+    case: Case,
+    *,
+    satisfied: bool,
+    comment: str,
+    conn: BaseDBAsyncClient,
+    reason: str = "",
 ) -> None:
+    # The citizen rates the handling once; a re-check is asked for once, with its reason.
+    if case.satisfied is not None:
+        raise Conflict(
+            "您已评价过本案的办理结果",
+            code="feedback_given",
+            details={"status": case.status, "satisfied": case.satisfied},
+        )
     require_status(case, CaseStatus.REPLIED)
     case.satisfied, case.feedback_comment = satisfied, comment
     if satisfied or case.recheck_count >= 1:
@@ -268,7 +281,15 @@ async def feedback(
     calendar = await services.calendar(policy)
     await clocks.start_clock(case, "recheck", at=now, policy=policy, calendar=calendar, conn=conn)
     await clocks.refresh_next_due(case, conn=conn)
-    await record_event(case, "feedback_unsatisfied", actor="citizen", conn=conn, unit=above.name)
+    await record_event(
+        case,
+        "feedback_unsatisfied",
+        actor="citizen",
+        conn=conn,
+        data={"reason": reason},
+        unit=above.name,
+        reason=reason,
+    )
     await subscriptions.notify_citizen(services, case, "recheck_opened", conn=conn)
 
 

@@ -43,6 +43,7 @@ FIELD_LABELS = {
     "location": "地点",
     "comment": "评价意见",
     "feedback_comment": "评价意见",
+    "feedback_reason": "复核理由",
     "supplement": "补充材料",
     "photo": "证据照片",
 }

@@ -10,6 +10,7 @@ from api.models.case import CaseStatus
 from api.models.clock import ClockStatus
 from api.services.catalog import CATEGORIES
 from api.services.moderation import field_status, holds_view, shown_text
+from api.services.redaction import staff_safe
 from api.services.timeline import event_view, events_of
 from api.services.uploads import evidence_refs
 from api.texts import CLOCKS, KINDS, LEVELS, STAFF_STATUS, STATUS
@@ -143,7 +144,7 @@ async def staff_view(
             for e in await events_of(case, public_only=False)
         ],
     )
-    return view
+    return await staff_safe(case, view)  # an anonymous reporter: nothing of them, ever
 
 
 def staff_summary(case: Case) -> dict[str, Any]:

@@ -142,8 +142,11 @@ module.exports = {
     }),
   myComplaints: () => call('GET', ROUTES.myComplaints),
   complaint: (ticketNo) => call('GET', ROUTES.complaint(ticketNo)),
-  feedback: (ticketNo, { satisfied, comment }) =>
-    call('POST', ROUTES.feedback(ticketNo), { satisfied: !!satisfied, comment: comment || '' }),
+  // Not satisfied: a re-check one level up, which needs the citizen's reason.
+  feedback: (ticketNo, { satisfied, comment, reason }) =>
+    call('POST', ROUTES.feedback(ticketNo), satisfied
+      ? { satisfied: true, comment: comment || '' }
+      : { satisfied: false, comment: comment || '', reason: reason || '' }),
   subscribeTemplates: () => send('GET', ROUTES.subscribeTemplates, null, false),
   // The template ids wx.requestSubscribeMessage answered 'accept' for: one message each.
   subscribe: (templateIds, ticketNo) =>

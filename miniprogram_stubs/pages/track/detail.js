@@ -65,6 +65,10 @@ Page({
   },
 
   unsatisfied() {
+    if (!this.data.comment.trim()) {
+      wx.showToast({ title: '请先写明不满意的理由', icon: 'none' })
+      return
+    }
     wx.showModal({
       title: '对处理结果不满意',
       content: '将由上一级单位复核，确定提交吗？',
@@ -75,7 +79,8 @@ Page({
   async send(satisfied) {
     this.setData({ sending: true })
     try {
-      const view = await api.feedback(this.data.ticket, { satisfied, comment: this.data.comment.trim() })
+      const text = this.data.comment.trim()
+      const view = await api.feedback(this.data.ticket, { satisfied, comment: text, reason: text })
       this.setData({ view: present(view), comment: '' })
       wx.showToast({ title: '感谢您的反馈', icon: 'success' })
     } catch (e) {
