@@ -209,11 +209,13 @@ async def _replied(client: httpx.AsyncClient, world: World) -> tuple[str, dict[s
 async def test_recheck_reason_risky_and_held(client: httpx.AsyncClient, world: World) -> None:
     ticket, citizen = await _replied(client, world)
     url = f"/api/v1/complaints/{ticket}/feedback"
-    res = await client.post(url, json={"satisfied": False, "comment": RISKY}, headers=citizen)
+    risky = {"satisfied": False, "comment": "", "reason": RISKY}
+    res = await client.post(url, json=risky, headers=citizen)
     assert res.status_code == 422 and res.json()["error"]["code"] == "content_risky"
     case = await Case.get(ticket_no=ticket)
     assert (case.status, case.satisfied, case.feedback_comment) == ("replied", None, None)
-    res = await client.post(url, json={"satisfied": False, "comment": REVIEW}, headers=citizen)
+    held = {"satisfied": False, "comment": REVIEW, "reason": "处理结果与事实不符"}
+    res = await client.post(url, json=held, headers=citizen)
     assert res.status_code == 200, res.text
     case = await Case.get(ticket_no=ticket)
     assert (case.status, case.content_status) == ("rechecking", "held")

@@ -239,7 +239,9 @@ async def test_every_state_change_of_a_recheck_tells_the_citizen(
     await _act(client, ticket, "acknowledge", county)
     await _act(client, ticket, "reply", county, message="已核实处理。")
     res = await client.post(
-        f"/api/v1/complaints/{ticket}/feedback", json={"satisfied": False}, headers=alice
+        f"/api/v1/complaints/{ticket}/feedback",
+        json={"satisfied": False, "reason": "答复未解决问题"},
+        headers=alice,
     )
     assert res.status_code == 200, res.text
     city = await staff_token(client, "city-4301")
