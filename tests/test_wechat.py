@@ -327,6 +327,55 @@ def test_concurrent_processes_fetch_once(
     assert fake.calls[STABLE] == 1
 
 
+_CHILD_CHECK = """
+import asyncio, sys, time
+from redis.asyncio import Redis
+from api.integrations.wechat import WeChatGateway
+
+base_url, prefix, start_at, redis_url, appid, secret, openid = sys.argv[1:8]
+
+async def main() -> None:
+    client = Redis.from_url(redis_url, decode_responses=True)
+    gateway = WeChatGateway(appid=appid, secret=secret, api_base=base_url, timeout=3,
+                            redis=client, key_prefix=prefix)
+    await asyncio.sleep(max(0.0, float(start_at) - time.time()))
+    print(await gateway.msg_sec_check(openid=openid, content="你好"))
+    await client.aclose()
+
+asyncio.run(main())
+"""
+
+
+def test_token_race_in_four_processes_refreshes_once(
+    fake: FakeWeChatServer, prefix: str, sync_cleanup: None
+) -> None:
+    """The shared token went stale (someone called cgi-bin/token): four processes hit 40001 at
+    the same instant, and between them make exactly one new stable_token request."""
+
+    async def stale_token_in_redis() -> None:
+        client = Redis.from_url(REDIS_URL, decode_responses=True)
+        gateway = _gateway(fake, client, prefix)
+        await gateway.access_token()
+        await _rotate_with_legacy_token(fake)
+        await client.aclose()
+
+    asyncio.run(stale_token_in_redis())
+    assert fake.calls[STABLE] == 1
+    start_at = str(time.time() + 4)
+    args = [fake.base_url, prefix, start_at, REDIS_URL, APPID, SECRET, fake.openid_for("alice")]
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", _CHILD_CHECK, *args], cwd=ROOT, stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(4)
+    ]
+    outputs = [child.communicate(timeout=30)[0].strip() for child in children]
+    assert [child.returncode for child in children] == [0, 0, 0, 0]
+    assert outputs == ["pass"] * 4
+    assert fake.calls[STABLE] == 2  # one refresh for the four of them, never a loop
+    assert 4 < fake.calls[SEC_CHECK] <= 8  # each at most one retry
+
+
 async def _rotate_with_legacy_token(fake: FakeWeChatServer) -> str:
     params = {"grant_type": "client_credential", "appid": APPID, "secret": SECRET}
     async with httpx.AsyncClient(base_url=fake.base_url, trust_env=False) as client:
