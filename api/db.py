@@ -1,13 +1,23 @@
-"""Tortoise configuration and schema setup."""
+"""Tortoise configuration and schema migrations."""
 
 from __future__ import annotations
 
 from typing import Any, cast
 
-from tortoise import Tortoise
+import asyncpg
+from tortoise import Tortoise, connections
+from tortoise.migrations.autodetector import MigrationAutodetector
+from tortoise.migrations.executor import MigrationExecutor
+from tortoise.migrations.writer import MigrationWriter
 from tortoise.queryset import QuerySet
 
 from api.models import MODEL_MODULES
+
+# The schema is what the migrations in this package say (``python -m api.migrations make``
+# writes the next one from the models); tables are never created from the models directly.
+MIGRATIONS = "api.migrations"
+# Several processes may start at once (deploys, the embedded default): one migrates at a time.
+_PG_MIGRATION_LOCK = 7_233_017
 
 
 def tortoise_config(database_url: str) -> dict[str, Any]:
@@ -17,7 +27,13 @@ def tortoise_config(database_url: str) -> dict[str, Any]:
         url += ("&" if "?" in url else "?") + "busy_timeout=10000"
     return {
         "connections": {"default": url},
-        "apps": {"models": {"models": MODEL_MODULES, "default_connection": "default"}},
+        "apps": {
+            "models": {
+                "models": MODEL_MODULES,
+                "default_connection": "default",
+                "migrations": MIGRATIONS,
+            }
+        },
         "use_tz": True,
         "timezone": "Asia/Shanghai",
     }
@@ -30,9 +46,25 @@ async def init_db(database_url: str) -> None:
 
 
 async def migrate(database_url: str) -> None:
-    """Create missing tables and indexes (safe: existing tables are kept)."""
+    """Apply the migrations not yet applied (run once, outside the web workers)."""
     await init_db(database_url)
-    await Tortoise.generate_schemas(safe=True)
+    executor = MigrationExecutor(connections.get("default"), tortoise_config(database_url)["apps"])
+    if database_url.startswith("sqlite://"):
+        await executor.migrate()
+        return
+    # The lock is held by a connection of its own, outside the pool the migrations run on.
+    lock = await asyncpg.connect(database_url.replace("postgres://", "postgresql://", 1))
+    try:
+        await lock.execute("SELECT pg_advisory_lock($1)", _PG_MIGRATION_LOCK)
+        await executor.migrate()
+    finally:
+        await lock.close()  # ends the session, and with it the lock
+
+
+async def model_changes() -> list[MigrationWriter]:
+    """The migrations the models need beyond those in ``api/migrations`` (none when they agree)."""
+    apps_config = tortoise_config("sqlite://:memory:")["apps"]
+    return await MigrationAutodetector(Tortoise.apps, apps_config).changes()
 
 
 async def close_db() -> None:

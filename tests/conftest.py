@@ -40,8 +40,7 @@ async def _admin(sql: str) -> None:
 async def database() -> AsyncIterator[str]:
     await _admin(f'DROP DATABASE IF EXISTS "{TEST_DB}"')
     await _admin(f'CREATE DATABASE "{TEST_DB}"')
-    await db.init_db(TEST_DATABASE_URL)
-    await Tortoise.generate_schemas()
+    await db.migrate(TEST_DATABASE_URL)
     yield TEST_DATABASE_URL
     await db.close_db()
     await _admin(f'DROP DATABASE IF EXISTS "{TEST_DB}" WITH (FORCE)')

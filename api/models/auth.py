@@ -11,7 +11,7 @@ if TYPE_CHECKING:
 
 
 class AuthSession(Model):
-    """A bearer token. Only its SHA-256 is stored; revoking sets ``revoked_at``."""
+    """A bearer token. Only its SHA-256 is stored, and revoking sets ``revoked_at``."""
 
     id = fields.IntField(primary_key=True)
     token_hash = fields.CharField(max_length=64, unique=True)

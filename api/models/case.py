@@ -98,7 +98,7 @@ class Case(Model):
 
 
 class CaseEvent(Model):
-    """The case's append-only audit log; its ``public`` entries are the citizen's timeline.
+    """The case's append-only audit log. Its ``public`` entries are the citizen's timeline.
 
     Each entry is chained to the one before it in the same case: ``hash`` is the SHA-256 of the
     entry's canonical JSON including ``prev_hash`` (``api.services.timeline.entry_hash``), so an

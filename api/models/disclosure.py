@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 
 class UnitDisclosure(Model):
-    """An administrator's own text for a unit; a missing list (null) falls back to the default
+    """An administrator's own text for a unit. A missing list (null) falls back to the default
     of ``config/disclosure.toml`` for the unit's level."""
 
     id = fields.IntField(primary_key=True)

@@ -48,7 +48,7 @@ class EncounterCode(Model):
 
 
 class RatingReview(Model):
-    """One reviewer decision on a flagged rating; rows are only ever added (the audit trail)."""
+    """One reviewer decision on a flagged rating. Rows are only ever added (the audit trail)."""
 
     id = fields.IntField(primary_key=True)
     evaluation: fields.ForeignKeyRelation[Evaluation] = fields.ForeignKeyField(

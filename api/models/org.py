@@ -47,7 +47,7 @@ class Officer(Model):
 
 
 class Card(Model):
-    """An evaluation card (执法评议卡); its code is the unguessable key printed as a QR code."""
+    """An evaluation card (执法评议卡). Its code is the unguessable key printed as a QR code."""
 
     id = fields.IntField(primary_key=True)
     code = fields.CharField(max_length=32, unique=True)
