@@ -98,3 +98,9 @@ def _register_blueprints(app: Sanic) -> None:
 
     for bp in blueprints():
         app.blueprint(bp)
+
+
+def production_app(*_cli_args: object) -> Sanic:
+    """The app from the environment's settings, for `sanic api.app:production_app --factory`
+    (Sanic's command line hands its own arguments to a factory; they are not settings)."""
+    return create_app(get_settings())
