@@ -27,6 +27,9 @@ class Settings(BaseSettings):
 
     citizen_token_ttl: int = 7 * 24 * 3600
     staff_token_ttl: int = 8 * 3600
+    # After POST /auth/refresh the old citizen token lives this long (requests in flight, a
+    # retried refresh gets the same new token), then dies (api/services/sessions.py).
+    citizen_refresh_grace_seconds: int = 60
 
     wechat_appid: str = "wxpingyidemo000001"
     wechat_secret: str = "pingyi-demo-wechat-secret"
