@@ -11,7 +11,7 @@ from sanic.request import Request
 from sanic.response import HTTPResponse, json
 from sanic_ext import Extend
 
-from api import db
+from api import db, fieldcrypt
 from api.errors import AppError
 from api.redis import open_redis
 from api.settings import Settings, get_settings
@@ -59,7 +59,8 @@ def _register_listeners(app: Sanic, settings: Settings) -> None:
         if settings.is_production:
             await refuse_demo_accounts()
         app.ctx.redis = open_redis(settings.redis_url)
-        app.ctx.services = build_context(settings, app.ctx.redis)
+        app.ctx.services = build_context(settings, app.ctx.redis)  # refuses a missing field key
+        await fieldcrypt.check_stored_key()
 
     @app.after_server_stop
     async def close_clients(app: Sanic) -> None:

@@ -30,9 +30,13 @@ async def init_db(database_url: str) -> None:
 
 
 async def migrate(database_url: str) -> None:
-    """Create missing tables and indexes (safe: existing tables are kept)."""
+    """Create missing tables and indexes (safe: existing tables are kept), then bring existing
+    tables up to date (api/schema_upgrades.py: new columns, phones encrypted in place)."""
+    from api.schema_upgrades import upgrade
+
     await init_db(database_url)
     await Tortoise.generate_schemas(safe=True)
+    await upgrade()
 
 
 async def close_db() -> None:
