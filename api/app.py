@@ -6,12 +6,12 @@ import logging
 from typing import Any
 
 from sanic import Sanic
-from sanic.exceptions import SanicException
+from sanic.exceptions import PayloadTooLarge, SanicException
 from sanic.request import Request
 from sanic.response import HTTPResponse, json
 from sanic_ext import Extend
 
-from api import db
+from api import db, fieldcrypt
 from api.errors import AppError
 from api.redis import open_redis
 from api.settings import Settings, get_settings
@@ -21,7 +21,7 @@ log = logging.getLogger("pingyi")
 _SANIC_CODES = {
     404: ("not_found", "请求的地址不存在"),
     405: ("method_not_allowed", "不支持该请求方法"),
-    413: ("payload_too_large", "请求过大（地址、请求头或请求体超出限制）"),
+    413: ("payload_too_large", "请求过大（地址、请求头或请求内容超出限制）"),
     400: ("bad_request", "请求格式有误"),
     408: ("request_timeout", "请求超时"),
 }
@@ -59,7 +59,8 @@ def _register_listeners(app: Sanic, settings: Settings) -> None:
         if settings.is_production:
             await refuse_demo_accounts()
         app.ctx.redis = open_redis(settings.redis_url)
-        app.ctx.services = build_context(settings, app.ctx.redis)
+        app.ctx.services = build_context(settings, app.ctx.redis)  # refuses a missing field key
+        await fieldcrypt.check_stored_key()
 
     @app.after_server_stop
     async def close_clients(app: Sanic) -> None:
@@ -77,6 +78,20 @@ def _register_errors(app: Sanic) -> None:
     @app.exception(AppError)
     async def app_error(request: Request, exc: AppError) -> HTTPResponse:
         return json(exc.body(), status=exc.status, headers=exc.headers)
+
+    @app.exception(PayloadTooLarge)
+    async def too_large(request: Request, exc: PayloadTooLarge) -> HTTPResponse:
+        # Sanic refuses a body over REQUEST_MAX_SIZE before any handler runs (an announced
+        # Content-Length at once, a chunked body as soon as it grows past the limit).
+        if "body" in str(exc):
+            limit = int(app.config.REQUEST_MAX_SIZE)
+            return _error(
+                413,
+                "payload_too_large",
+                f"请求内容过大（不得超过 {limit // (1024 * 1024)} MB）",
+                details={"max_bytes": limit},
+            )
+        return _error(413, "payload_too_large", "请求头过大")
 
     @app.exception(SanicException)
     async def sanic_error(request: Request, exc: SanicException) -> HTTPResponse:

@@ -14,7 +14,7 @@ from sanic.request import Request
 from sanic.response import BaseHTTPResponse, HTTPResponse
 
 from api.errors import Unauthorized
-from api.services import auth, idempotency, ratelimit
+from api.services import auth, idempotency, ratelimit, sessions
 from api.services.context import Services
 from api.settings import Settings
 
@@ -54,6 +54,14 @@ def caller(request: Request) -> str:
     return "ip-" + client_ip(request)
 
 
+async def _idempotency_scope(request: Request) -> str:
+    """A citizen's keys belong to the sign-in, not to one token: a refresh between a submission
+    and its retry must not make the retry look new (one indexed lookup, keyed POSTs only)."""
+    token = _token(request)
+    scope = await sessions.idempotency_scope(token) if token is not None else None
+    return scope or caller(request)
+
+
 async def _complaint_limit(request: Request, services: Services) -> None:
     """Complaints filed per citizen (not per session): only filed ones count, see ``record``."""
     limit = ratelimit.complaints_per_citizen(services)
@@ -78,7 +86,7 @@ async def guard(request: Request) -> HTTPResponse | None:
     if raw_key is not None:
         outcome = await idempotency.begin(
             services,
-            scope=caller(request),
+            scope=await _idempotency_scope(request),
             method=request.method,
             path=request.path,
             key=idempotency.check_key(raw_key),

@@ -16,7 +16,7 @@ from typing import Any
 
 from tortoise.transactions import in_transaction
 
-from api import db
+from api import db, fieldcrypt
 from api.models import Card, Officer, StaffUser, Unit
 from api.services import card_cache
 from api.services.cards import card_url, new_card_code, render_card_png
@@ -247,6 +247,7 @@ async def run(settings: Settings, *, demo: bool) -> None:
         Path(settings.database_url.removeprefix("sqlite://").split("?")[0]).parent.mkdir(
             parents=True, exist_ok=True
         )
+    fieldcrypt.configure(settings.field_key, production=settings.is_production)
     await db.migrate(settings.database_url)
     try:
         if demo:

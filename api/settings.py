@@ -9,6 +9,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ROOT = Path(__file__).resolve().parent.parent
 DEV_URL_SIGNING_KEY = "pingyi-dev-url-signing-key"
+DEV_FIELD_KEY = "pingyi-dev-field-key-never-use-in-production"
 
 
 class Settings(BaseSettings):
@@ -27,6 +28,9 @@ class Settings(BaseSettings):
 
     citizen_token_ttl: int = 7 * 24 * 3600
     staff_token_ttl: int = 8 * 3600
+    # After POST /auth/refresh the old citizen token lives this long (requests in flight, a
+    # retried refresh gets the same new token), then dies (api/services/sessions.py).
+    citizen_refresh_grace_seconds: int = 60
 
     wechat_appid: str = "wxpingyidemo000001"
     wechat_secret: str = "pingyi-demo-wechat-secret"
@@ -52,6 +56,8 @@ class Settings(BaseSettings):
     uploads_storage: str = "local"  # local | (oss, later)
     uploads_dir: Path = ROOT / "var" / "uploads"
     url_signing_key: str = DEV_URL_SIGNING_KEY  # production refuses to start with this value
+    # Encrypts citizens' phones at rest (api/fieldcrypt.py); production refuses the default.
+    field_key: str = DEV_FIELD_KEY
     evidence_url_ttl: int = 600  # seconds a signed photo URL stays valid
     # --- end evidence photos ---
     sms_digest_seconds: int = 300  # reminders to one phone within this window: one digest SMS

@@ -1,10 +1,10 @@
 const api = require('./utils/api')
 
 App({
-  // wx.login -> POST /api/v1/auth/wechat {code} -> token in storage (utils/api.js). Silent: the
-  // citizen never has to identify themself to rate or report.
+  // wx.login -> POST /api/v1/auth/wechat {code} -> token in storage (utils/api.js), refreshed a
+  // day before it expires. Silent: the citizen never has to identify themself to rate or report.
   onLaunch() {
-    api.relogin().catch(() => {
+    api.ensureSession().catch(() => {
       // No network yet: the first API call logs in again.
     })
   }

@@ -5,8 +5,10 @@ carrying GPS and a device serial, anonymously; a second report is filed named an
 after staff handled it. Then every output staff can reach is collected — every GET route of the
 app (enumerated from its router, so a new route is covered the day it is added) called by every
 staff role with the cases' parameters, the staff action answers, the evidence bytes behind the
-signed links, the SMS outbox and what the SMS provider received, and the log records at INFO and
-above — and searched for each identifying value. A channel is one entry of ``CHANNELS``.
+signed links, the SMS outbox and what the SMS provider received, the subscribe messages WeChat
+received and the ``wechat_outbox`` rows (the reporter accepted every template, so each state
+change of both cases tells them), and the log records at INFO and above — and searched for each
+identifying value. A channel is one entry of ``CHANNELS``.
 """
 
 from __future__ import annotations
@@ -29,10 +31,12 @@ from sanic import Sanic
 from api import clock
 from api.fakes.sms import FakeSmsServer
 from api.fakes.wechat import FakeWeChatServer
-from api.models import Citizen, Evidence, SmsOutbox, Unit
+from api.models import Citizen, Evidence, SmsOutbox, Unit, WeChatOutbox
 from api.models.case import CaseStatus
 from api.services.context import Services
+from api.services.subscribe_config import clamp
 from api.workers.runner import run_once
+from api.workers.wechat_sender import send_due_wechat
 from tests.support import at, citizen_token, make_world, staff, staff_token
 from tests.test_uploads import GPS_IFD, _saved, revealing_exif, two_tone, upload_file
 
@@ -70,6 +74,7 @@ class Scene:
     client: httpx.AsyncClient
     services: Services
     sms: FakeSmsServer
+    wechat: FakeWeChatServer
     tickets: dict[str, str] = field(default_factory=dict)  # anonymous / switched / named
     tokens: dict[str, dict[str, str]] = field(default_factory=dict)
     identity: dict[str, str] = field(default_factory=dict)
@@ -177,13 +182,32 @@ async def sms_received(scene: Scene) -> list[Output]:
     ]
 
 
-# Subscribe messages (WeChat) join here as one more entry when the app sends them.
+async def subscribe_messages(scene: Scene) -> list[Output]:
+    """What WeChat received (the worker already ran in ``sms_received``; this sends anything
+    left) and the outbox rows. The recipient ``touser`` is the citizen's own openid — the one
+    place it must be, checked in the test — so it is left out of the text searched; everything
+    else a message carries (template, page, every value) and every column of the rows is in."""
+    while await send_due_wechat(scene.services):
+        pass
+    rows = await WeChatOutbox.all().values()
+    found = [
+        Output("wechat_outbox", f"row {r['id']} {r['event']}", json.dumps(r, default=str))
+        for r in rows
+    ]
+    for message in scene.wechat.subscribe_messages:
+        content = {k: v for k, v in message.items() if k != "touser"}
+        text = json.dumps(content, ensure_ascii=False)
+        found.append(Output("wechat", f"{message['template_id']} {text[:60]}", text))
+    return found
+
+
 CHANNELS: list[Callable[[Scene], Awaitable[list[Output]]]] = [
     staff_routes,
     staff_actions,
     evidence_bytes,
     sms_outbox,
     sms_received,
+    subscribe_messages,
 ]
 
 
@@ -267,6 +291,14 @@ async def _setup(scene: Scene, wechat: FakeWeChatServer) -> None:
     await citizen.save(update_fields=["phone"])
     assert citizen.unionid
     scene.identity = {"openid": citizen.openid, "unionid": citizen.unionid}
+    # The reporter accepts every template, three times over: each state change of either case
+    # (签收, 答复 …) uses up one accept and becomes a message.
+    templates = (await scene.client.get("/api/v1/subscriptions/templates")).json()["template_ids"]
+    for _ in range(3):
+        res = await scene.client.post(
+            "/api/v1/subscriptions", json={"template_ids": templates}, headers=reporter
+        )
+        assert res.status_code == 201, res.text
 
     # 1. Anonymous from the start; the reporter typed their number into the description.
     photo = await _photo(scene, reporter)
@@ -297,6 +329,15 @@ async def _setup(scene: Scene, wechat: FakeWeChatServer) -> None:
     )
     assert res.status_code == 200 and res.json()["anonymous"] is True, res.text
     scene.collecting = True
+    # Replied after the switch, in words that name the reporter: the message about it is
+    # rendered when sent, so it carries none of them.
+    await _act(
+        scene,
+        "county-430102",
+        switched,
+        "reply",
+        {"message": f"已电话联系举报人{PHONE}，经核查属实。"},
+    )
 
     # Staff keep working on both; the anonymous reporter answers a request for information.
     anonymous = scene.tickets["anonymous"]
@@ -339,7 +380,7 @@ async def test_anonymous_reporter_leaks_through_no_staff_output(
     captured_logs: Captured,
 ) -> None:
     clock.freeze(at("2025-03-03 10:00"))  # a working Monday morning: no SMS is held back
-    scene = Scene(client=client, services=services, sms=sms_fake)
+    scene = Scene(client=client, services=services, sms=sms_fake, wechat=wechat_fake)
     await _setup(scene, wechat_fake)
 
     outputs: list[Output] = []
@@ -355,6 +396,25 @@ async def test_anonymous_reporter_leaks_through_no_staff_output(
     assert by_channel["http"] > 200 and by_channel["evidence"] >= 4, by_channel
     assert by_channel["sms"] >= 3 and by_channel["outbox"] >= 6, by_channel
     assert any(o.where.startswith("pingyi.escalation") for o in outputs), by_channel
+    # Subscribe messages really went out: to the reporter, about both cases, one per change.
+    messages = wechat_fake.subscribe_messages
+    assert by_channel["wechat"] == len(messages) >= 4 and by_channel["wechat_outbox"] >= 4
+    assert {m["touser"] for m in messages} == {scene.identity["openid"]}  # their own, no other
+    assert all(m["errcode"] == 0 for m in messages), messages
+    told = {m["data"]["character_string1"]["value"] for m in messages}
+    assert told == {scene.tickets["anonymous"], scene.tickets["switched"]}
+    # Both cases are anonymous when the messages are rendered: a reply's opening words (the
+    # remark a named reporter gets) are replaced by the fixed text.
+    replies = 0
+    for m in messages:
+        template = services.subscribe.by_id(m["template_id"])
+        assert template is not None
+        for key, source in template.fields.items():
+            if source == "remark":
+                replies += 1
+                fixed = {clamp(key, e.remark) for e in services.subscribe.events.values()}
+                assert m["data"][key]["value"] in fixed, m
+    assert replies >= 2  # the anonymous case's reply and the switched case's
 
     leaks = [
         f"{name} in {o.channel}: {o.where}"

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import random
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,11 +16,15 @@ import pytest
 from sanic import Sanic
 
 from api import clock
+from api.app import create_app
+from api.fakes.sms import FakeSmsServer
 from api.fakes.wechat import FakeWeChatServer
 from api.middleware import configure_proxies
 from api.models import Case
 from api.services.context import Services
 from api.settings import Settings
+from tests.conftest import TEST_DATABASE_URL, make_settings
+from tests.conftest import _free_port as free_port
 from tests.support import citizen_token, dev_code, make_world
 
 COMPLAINTS = "/api/v1/complaints"
@@ -251,6 +257,85 @@ async def test_x_forwarded_for_does_not_escape_the_ip_limit(
     ]
     assert [a.status_code for a in answers] == [200, 200, 200, 429, 429]
     assert int(answers[3].headers["Retry-After"]) > 0
+
+
+@pytest.fixture
+async def proxied_app(
+    services: Services,
+    wechat_fake: FakeWeChatServer,
+    sms_fake: FakeSmsServer,
+    tmp_path: Path,
+) -> AsyncIterator[str]:
+    """A second app over real HTTP, configured to run behind one trusted proxy (this test's
+    client plays the proxy); same database, its own Redis prefix, per-IP limit 3 a minute."""
+    prefix = services.settings.redis_prefix + "proxied:"
+    settings = make_settings(
+        TEST_DATABASE_URL,
+        wechat_fake,
+        sms_fake,
+        tmp_path / "cards",
+        uploads_dir=tmp_path / "uploads",
+        redis_prefix=prefix,
+        rate_limits_enabled=True,
+        rate_ip_per_minute=3,
+        trusted_proxies=1,
+    )
+    app = create_app(settings, name=f"pingyi_proxied_{next(_apps)}")
+    app.config.TOUCHUP = False  # Sanic rewrites its HTTP code once per process, for the first app
+    port = free_port()
+    server = await app.create_server(host="127.0.0.1", port=port, return_asyncio_server=True)
+    assert server is not None
+    await server.startup()
+    await server.before_start()
+    await server.after_start()
+    yield f"http://127.0.0.1:{port}"
+    await server.before_stop()
+    await server.close()
+    # Not after_stop: its listener would close the database the session's app still uses.
+    await app.ctx.redis.aclose()
+
+
+_apps = itertools.count()
+
+
+async def _statuses(base_url: str, forwarded: list[str | None]) -> list[int]:
+    async with httpx.AsyncClient(base_url=base_url, timeout=10) as http:
+        answers = []
+        for value in forwarded:
+            headers = {"X-Forwarded-For": value} if value is not None else {}
+            answers.append(await http.get("/api/v1/misconduct-categories", headers=headers))
+    for answer in answers:
+        if answer.status_code == 429:
+            assert int(answer.headers["Retry-After"]) > 0
+            assert answer.json()["error"]["code"] == "too_many_requests"
+    return [a.status_code for a in answers]
+
+
+async def test_behind_a_trusted_proxy_x_forwarded_for_decides_the_client_ip(
+    proxied_app: str, frozen_clock: None
+) -> None:
+    one, two = "203.0.113.1", "203.0.113.2"
+    # The proxy's X-Forwarded-For names the client: each address has its own three a minute.
+    assert await _statuses(proxied_app, [one, one, one, one]) == [200, 200, 200, 429]
+    assert await _statuses(proxied_app, [two, two, two, two]) == [200, 200, 200, 429]
+    # A client that sends its own X-Forwarded-For gets the proxy's entry appended: the last one
+    # counts, so a forged first entry neither escapes the limit nor spends another's budget.
+    assert await _statuses(proxied_app, [f"198.51.100.9, {one}"]) == [429]
+    assert await _statuses(proxied_app, [f"{one}, 203.0.113.3"]) == [200]
+    # Without the header the socket peer (the proxy itself) is the client.
+    assert await _statuses(proxied_app, [None, None, None, None]) == [200, 200, 200, 429]
+
+
+async def test_without_the_setting_x_forwarded_for_is_not_the_client_ip(
+    client: httpx.AsyncClient,
+    services: Services,
+    monkeypatch: pytest.MonkeyPatch,
+    frozen_clock: None,
+) -> None:
+    assert services.settings.trusted_proxies == 0  # the session's app: the default
+    monkeypatch.setattr(services.settings, "rate_ip_per_minute", 3)
+    forwarded = ["203.0.113.1", "203.0.113.2", "203.0.113.3", "203.0.113.4"]
+    assert await _statuses(str(client.base_url), forwarded) == [200, 200, 200, 429]
 
 
 def test_proxy_headers_count_only_behind_declared_proxies() -> None:

@@ -24,6 +24,7 @@ def _serve(database_url: str, port: int) -> subprocess.Popen[str]:
         "PINGYI_REDIS_URL": REDIS_URL,
         "PINGYI_REDIS_PREFIX": REDIS_PREFIX,
         "PINGYI_URL_SIGNING_KEY": "a-production-signing-key-of-some-length",
+        "PINGYI_FIELD_KEY": "a-production-field-key-of-thirty-two-characters-or-more",
     }
     command = [sys.executable, "-m", "sanic", "api.app:production_app", "--factory"]
     return subprocess.Popen(
@@ -69,8 +70,8 @@ async def test_production_refuses_to_start_with_a_demo_account(clean_db: str) ->
 
     await StaffUser.filter(is_demo=True).delete()
     server = _serve(clean_db, port)
-    try:
-        assert _healthy(port, server, 60), "the API did not come up without demo accounts"
-    finally:
+    healthy = _healthy(port, server, 60)
+    if server.poll() is None:
         os.killpg(server.pid, signal.SIGTERM)
-        server.communicate(timeout=30)
+    output, _ = server.communicate(timeout=30)
+    assert healthy, output

@@ -419,6 +419,29 @@ async def test_replaced_token_is_refreshed_once_and_the_message_sent(
     assert wechat_fake.calls[SEND] == 2 and len(_delivered(wechat_fake)) == 1
 
 
+async def test_expired_token_is_refreshed_once_and_the_message_sent(
+    client: httpx.AsyncClient,
+    services: Services,
+    wechat_fake: FakeWeChatServer,
+    ids: dict[str, str],
+) -> None:
+    world = await make_world()
+    alice = await citizen_token(client, "alice")
+    ticket = await _complaint(client, world.card.code, alice)
+    await _subscribe(client, alice, ids["progress"])
+    await _act(client, ticket, "acknowledge", await staff_token(client, "county-430102"))
+    await services.wechat.access_token()  # the token every process shares ...
+    stale = wechat_fake.expire_token()  # ... expires at WeChat before our copy does (42001)
+    stable = wechat_fake.calls["/cgi-bin/stable_token"]
+
+    assert await send_due_wechat(services) == 1
+    row = await WeChatOutbox.get()
+    assert (row.status, row.attempts) == (MessageStatus.SENT, 1)
+    assert wechat_fake.calls[SEND] == 2 and len(_delivered(wechat_fake)) == 1
+    assert wechat_fake.calls["/cgi-bin/stable_token"] == stable + 1
+    assert await services.wechat.access_token() != stale
+
+
 async def test_rollback_of_the_state_change_leaves_no_outbox_row(
     client: httpx.AsyncClient, services: Services, ids: dict[str, str]
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import json
 import os
 import struct
 import zlib
@@ -426,3 +427,63 @@ async def test_local_storage_keeps_keys_inside_its_root(tmp_path: Path) -> None:
         with pytest.raises(StorageKeyError):
             await storage.put(b"x", key)
     assert [p.name for p in (tmp_path / "root").rglob("*") if p.is_file()] == ["abc.jpg"]
+
+
+# --- a body over the server's limit (Sanic's REQUEST_MAX_SIZE, above the 10 MB photo limit) ------
+
+
+async def _raw_exchange(base_url: str, head: str, chunks: list[bytes]) -> tuple[int, Any]:
+    """Sends a request over a plain socket and reads the answer (the server refuses as soon as
+    it knows, without waiting for the rest of the body)."""
+    url = urlsplit(base_url)
+    reader, writer = await asyncio.open_connection(url.hostname, url.port)
+    try:
+        writer.write(head.encode())
+        for chunk in chunks:
+            writer.write(chunk)
+            await writer.drain()
+        status_line = await asyncio.wait_for(reader.readline(), 10)
+        headers: dict[str, str] = {}
+        while (line := await asyncio.wait_for(reader.readline(), 10)) not in (b"\r\n", b""):
+            name, _, value = line.decode().partition(":")
+            headers[name.strip().lower()] = value.strip()
+        body = await asyncio.wait_for(reader.readexactly(int(headers["content-length"])), 10)
+    finally:
+        writer.close()
+    assert headers["content-type"].startswith("application/json"), headers
+    return int(status_line.split()[1]), json.loads(body)
+
+
+async def test_a_body_over_the_request_limit_is_a_json_413(
+    app_server: tuple[str, Services], client: httpx.AsyncClient, uploads_dir: Path
+) -> None:
+    citizen = await citizen_token(client)
+    app = Sanic.get_app("pingyi_test")
+    limit = int(app.config.REQUEST_MAX_SIZE)
+    head = (
+        "POST /api/v1/uploads HTTP/1.1\r\nHost: pingyi.test\r\n"
+        f"Authorization: {citizen['Authorization']}\r\nContent-Type: image/jpeg\r\n"
+    )
+    chunk = b"\xff" * (1024 * 1024)
+    # Announced: refused on the headers alone, before a byte of the body is sent.
+    announced = await _raw_exchange(
+        app_server[0], head + f"Content-Length: {limit + 1}\r\n\r\n", []
+    )
+    # Chunked (no length announced): exactly the limit, then one chunk more is announced and
+    # nothing else is sent, so the server has read everything when it answers and closes (bytes
+    # left unread would make it reset the connection, and the answer could be lost).
+    pieces = [b"%x\r\n" % len(chunk) + chunk + b"\r\n"] * (limit // len(chunk)) + [b"1\r\n"]
+    assert limit % len(chunk) == 0
+    chunked = await _raw_exchange(
+        app_server[0], head + "Transfer-Encoding: chunked\r\n\r\n", pieces
+    )
+    for status, body in (announced, chunked):
+        assert status == 413
+        assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "details"}
+        assert body["error"]["code"] == "payload_too_large"
+        assert body["error"]["details"] == {"max_bytes": limit}
+        assert "12 MB" in body["error"]["message"] and "请求内容过大" in body["error"]["message"]
+    assert await Evidence.all().count() == 0
+    # The server is fine afterwards: a normal photo goes through.
+    res = await upload_file(client, citizen, _saved(two_tone(), "JPEG"))
+    assert res.status_code == 201, res.text

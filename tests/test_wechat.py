@@ -406,6 +406,56 @@ async def test_persistent_40001_gives_up_after_one_refresh(
     assert fake.calls[STABLE] == 2
 
 
+async def test_fake_tells_an_expired_token_from_a_replaced_one(
+    gateway: WeChatGateway, fake: FakeWeChatServer
+) -> None:
+    body = {"content": "你好", "version": 2, "scene": 1, "openid": fake.openid_for("alice")}
+
+    async def check(token: str) -> int:
+        async with httpx.AsyncClient(base_url=fake.base_url, trust_env=False) as client:
+            answer = await client.post(SEC_CHECK, params={"access_token": token}, json=body)
+        return int(answer.json()["errcode"])
+
+    first = await gateway.access_token()
+    assert await check(first) == 0
+    assert fake.expire_token() == first
+    assert await check(first) == 42001  # expired: WeChat says 42001, not 40001
+    second = await gateway.access_token(force_refresh=True)
+    assert second != first and await check(second) == 0
+    await _rotate_with_legacy_token(fake)
+    assert await check(second) == 40001  # replaced by a newer token
+    assert await check(first) == 40001
+
+
+async def test_expired_token_is_refreshed_once(
+    gateway: WeChatGateway, fake: FakeWeChatServer, wechat_redis: Redis, prefix: str
+) -> None:
+    """WeChat expired the token before our cached copy's end (42001): one stable_token
+    request (normal mode, which now hands out a new token), one retry, and the new token is
+    shared through Redis."""
+    old = await gateway.access_token()
+    fake.expire_token()
+    assert await gateway.msg_sec_check(openid=fake.openid_for("alice"), content="你好") == "pass"
+    assert fake.calls[SEC_CHECK] == 2
+    assert fake.calls[STABLE] == 2
+    new = await wechat_redis.get(f"{prefix}wechat:access_token")
+    assert new and new != old
+    # The next call uses the refreshed token straight away.
+    assert await gateway.msg_sec_check(openid=fake.openid_for("alice"), content="你好") == "pass"
+    assert fake.calls[SEC_CHECK] == 3 and fake.calls[STABLE] == 2
+
+
+async def test_persistent_42001_gives_up_after_one_refresh(
+    gateway: WeChatGateway, fake: FakeWeChatServer
+) -> None:
+    fake.fail_next(SEC_CHECK, 42001, times=100)
+    with pytest.raises(WeChatError) as info:
+        await gateway.msg_sec_check(openid=fake.openid_for("alice"), content="你好")
+    assert info.value.errcode == 42001
+    assert fake.calls[SEC_CHECK] == 2  # one retry, never a loop
+    assert fake.calls[STABLE] == 2
+
+
 async def test_force_refresh_and_compare_and_delete(
     gateway: WeChatGateway, fake: FakeWeChatServer, wechat_redis: Redis, prefix: str
 ) -> None:

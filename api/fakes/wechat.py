@@ -3,8 +3,9 @@
 It answers the endpoints Pingyi uses with WeChat's own JSON shapes and error codes, so the real
 wechatpy client is exercised end to end: one-time login codes (40029 / 40163), an access-token
 chain where ``cgi-bin/token`` invalidates the previous token (40001 afterwards) while
-``cgi-bin/stable_token`` in normal mode hands out the current one, msgSecCheck v2 verdicts,
-phone numbers (single-use codes; ``encrypted_phone`` mints the older encryptedData form with the
+``cgi-bin/stable_token`` in normal mode hands out the current one (a new one once it expired;
+an expired token answers 42001, as WeChat does, and ``expire_token`` ends it early), msgSecCheck
+v2 verdicts, phone numbers (single-use codes; ``encrypted_phone`` mints the older encryptedData form with the
 user's current session_key), the synchronous image check ``wxa/img_sec_check`` (87014 for risky
 images) and subscribe messages (value limits checked, 47003; 43101 for users who refused; every
 message received is recorded). ``fail_next`` injects an errcode, ``delay_next`` a slow answer
@@ -80,7 +81,9 @@ class _State:
         self.session_keys: dict[str, str] = {}  # openid -> its current session_key
         self.next_session_keys: dict[str, str] = {}  # user -> the key their next login gets
         self.used_phone_codes: set[str] = set()
-        self.tokens: dict[str, float] = {}  # valid token -> expiry (monotonic)
+        # The current token -> its expiry (monotonic): kept after it expired (42001), dropped
+        # when a newer one replaces it (40001).
+        self.tokens: dict[str, float] = {}
         self.current: str | None = None
         # Every subscribe message request that passed the token check, with the errcode answered.
         self.subscribe_messages: list[Json] = []
@@ -137,9 +140,12 @@ class _State:
         if not token:
             return _error(41001, "access_token missing")
         with self.lock:
-            if self.tokens.get(token, 0.0) > time.monotonic():
-                return None
-        return _error(40001, "invalid credential, access_token is invalid or not latest")
+            expires_at = self.tokens.get(token)
+        if expires_at is None:
+            return _error(40001, "invalid credential, access_token is invalid or not latest")
+        if expires_at <= time.monotonic():
+            return _error(42001, "access_token expired")
+        return None
 
     def credential_error(self, appid: str | None, secret: str | None) -> Json | None:
         if appid != self.appid:
@@ -528,6 +534,15 @@ class FakeWeChatServer:
         """The next ``times`` calls of ``path`` answer after ``seconds`` (a client timeout)."""
         with self._state.lock:
             self._state.delays[path] = [seconds, times]
+
+    def expire_token(self) -> str | None:
+        """The current access_token expires now: calls with it answer 42001, and the next
+        stable_token (normal mode) hands out a new one. Returns the expired token."""
+        with self._state.lock:
+            token = self._state.current
+            if token is not None:
+                self._state.tokens[token] = time.monotonic()
+            return token
 
     def issue_session_key(self, user: str, session_key: str) -> None:
         """The next login of ``user`` gets this session_key (e.g. the official test vector's)."""

@@ -7,7 +7,7 @@ from sanic_ext import openapi
 
 from api.handlers.common import bearer, current_staff, json_body, services
 from api.schemas import PasswordChange, StaffLogin, WeChatLogin
-from api.services import auth, staff_accounts
+from api.services import auth, sessions, staff_accounts
 from api.validation import parse_json
 
 bp = Blueprint("auth", url_prefix="/api/v1")
@@ -21,6 +21,20 @@ async def wechat_login(request: Request) -> HTTPResponse:
     body = parse_json(request, WeChatLogin)
     issued = await auth.login_citizen(services(request), body.code)
     return json({"token": issued.token, "expires_in": issued.expires_in})
+
+
+@bp.post("/auth/refresh")
+@openapi.definition(summary="续期登录（有效的令牌换新令牌；旧令牌 60 秒后失效）", tag="citizen")
+async def citizen_refresh(request: Request) -> HTTPResponse:
+    issued = await sessions.refresh_citizen(services(request), bearer(request))
+    return json({"token": issued.token, "expires_in": issued.expires_in})
+
+
+@bp.post("/auth/logout")
+@openapi.definition(summary="退出登录（本次登录的令牌全部失效）", tag="citizen")
+async def citizen_logout(request: Request) -> HTTPResponse:
+    await sessions.logout_citizen(bearer(request))
+    return json({"ok": True})
 
 
 @bp.post("/staff/auth/login")

@@ -1,6 +1,7 @@
 from tortoise import migrations
 from tortoise.migrations import operations as ops
 import functools
+from api.fieldcrypt import EncryptedCharField
 from json import dumps, loads
 from tortoise.fields.base import OnDelete
 from uuid import uuid4
@@ -28,7 +29,7 @@ class Migration(migrations.Migration):
                 ('id', fields.IntField(generated=True, primary_key=True, unique=True, db_index=True)),
                 ('openid', fields.CharField(unique=True, max_length=64)),
                 ('unionid', fields.CharField(null=True, max_length=64)),
-                ('phone', fields.CharField(null=True, max_length=11)),
+                ('phone', EncryptedCharField(null=True, column='citizen.phone', max_length=128)),
                 ('is_public_supervisor', fields.BooleanField(default=False)),
                 ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
             ],
@@ -109,6 +110,7 @@ class Migration(migrations.Migration):
                 ('expires_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
                 ('revoked_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
                 ('wechat_session_key', fields.CharField(null=True, max_length=64)),
+                ('family_id', fields.IntField(null=True)),
             ],
             options={'table': 'auth_session', 'app': 'models', 'pk_attr': 'id', 'table_description': 'A bearer token. Only its SHA-256 is stored, and revoking sets ``revoked_at``.'},
             bases=['Model'],
@@ -130,7 +132,7 @@ class Migration(migrations.Migration):
                 ('citizen', fields.ForeignKeyField('models.Citizen', source_field='citizen_id', db_constraint=True, to_field='id', related_name='cases', on_delete=OnDelete.CASCADE)),
                 ('handler', fields.ForeignKeyField('models.StaffUser', source_field='handler_id', null=True, db_constraint=True, to_field='id', related_name='handled_cases', on_delete=OnDelete.SET_NULL)),
                 ('anonymous', fields.BooleanField(default=False)),
-                ('contact_phone', fields.CharField(null=True, max_length=11)),
+                ('contact_phone', EncryptedCharField(null=True, column='case.contact_phone', max_length=128)),
                 ('from_public_supervisor', fields.BooleanField(default=False)),
                 ('categories', fields.JSONField(default=list, encoder=functools.partial(dumps, separators=(',', ':')), decoder=loads)),
                 ('category_index', fields.CharField(default='', db_index=True, max_length=400)),

@@ -27,6 +27,9 @@ class AuthSession(Model):
     revoked_at = fields.DatetimeField(null=True)
     # A citizen session's WeChat session_key (decrypts wx encryptedData); never leaves the server.
     wechat_session_key = fields.CharField(max_length=64, null=True)
+    # The login session a refreshed token descends from (None: this is the login session). One
+    # family is one sign-in: Idempotency-Keys are scoped by it, and logout ends all of it.
+    family_id = fields.IntField(null=True)
     citizen_id: int | None
     staff_id: int | None
 

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 from tortoise import fields
 from tortoise.models import Model
 
+from api.fieldcrypt import EncryptedCharField
+
 if TYPE_CHECKING:
     from api.models.citizen import Citizen
     from api.models.org import Card, Officer, Unit
@@ -58,7 +60,7 @@ class Case(Model):
         "models.StaffUser", related_name="handled_cases", null=True, on_delete=fields.SET_NULL
     )
     anonymous = fields.BooleanField(default=False)
-    contact_phone = fields.CharField(max_length=11, null=True)
+    contact_phone = EncryptedCharField(column="case.contact_phone", null=True)  # encrypted at rest
     from_public_supervisor = fields.BooleanField(default=False)
     categories: fields.Field[list[str]] = fields.JSONField(default=list)
     # "|RUDE|NO_ID|": the categories as text, so any database can filter on one of them.

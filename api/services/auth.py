@@ -8,6 +8,7 @@ import json
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from api import clock
 from api.db import column
@@ -16,6 +17,9 @@ from api.integrations.wechat import WeChatError, WeChatSession
 from api.models import AuthSession, Citizen, SecurityEvent, StaffUser
 from api.services.context import Services
 from api.services.passwords import dummy_verify, verify_password
+
+if TYPE_CHECKING:
+    from tortoise.backends.base.client import BaseDBAsyncClient
 
 # WeChat jscode2session errors (TEST-VECTORS.md): a bad or reused code is the user's to retry;
 # -1 (busy) and 45011 (too frequent) are WeChat's, so the client should come back later.
@@ -45,6 +49,8 @@ async def _issue(
     citizen_id: int | None = None,
     staff_id: int | None = None,
     session_key: str | None = None,
+    family_id: int | None = None,
+    conn: BaseDBAsyncClient | None = None,
 ) -> IssuedToken:
     token = secrets.token_urlsafe(32)
     await AuthSession.create(
@@ -53,9 +59,25 @@ async def _issue(
         citizen_id=citizen_id,
         staff_id=staff_id,
         wechat_session_key=session_key,
+        family_id=family_id,
         expires_at=clock.now() + timedelta(seconds=ttl),
+        using_db=conn,
     )
     return IssuedToken(token=token, expires_in=ttl)
+
+
+async def issue_citizen_token(
+    services: Services, session: AuthSession, conn: BaseDBAsyncClient
+) -> IssuedToken:
+    """A new token of ``session``'s family (a refresh): same citizen, same WeChat session_key."""
+    return await _issue(
+        kind="citizen",
+        ttl=services.settings.citizen_token_ttl,
+        citizen_id=session.citizen_id,
+        session_key=session.wechat_session_key,
+        family_id=session.family_id or session.id,
+        conn=conn,
+    )
 
 
 async def wechat_session(services: Services, code: str) -> WeChatSession:
@@ -85,10 +107,10 @@ async def login_citizen(services: Services, code: str) -> IssuedToken:
     key = services.key("login-code", hashlib.sha256(code.encode()).hexdigest()[:40])
     lock = await services.redis.set(f"{key}:lock", "1", nx=True, ex=LOGIN_LOCK_SECONDS)
     if not lock:
-        cached = await _wait_for_first(services, key)
+        cached = await wait_for_first(services, key)
         if cached is not None:
             return cached
-    cached = await _cached_login(services, key)
+    cached = await cached_token(services, key)
     if cached is not None:
         return cached
     try:
@@ -105,7 +127,7 @@ async def login_citizen(services: Services, code: str) -> IssuedToken:
             await services.redis.delete(f"{key}:lock")
 
 
-async def _cached_login(services: Services, key: str) -> IssuedToken | None:
+async def cached_token(services: Services, key: str) -> IssuedToken | None:
     raw = await services.redis.get(key)
     if raw is None:
         return None
@@ -114,11 +136,11 @@ async def _cached_login(services: Services, key: str) -> IssuedToken | None:
     return IssuedToken(token=str(cached["token"]), expires_in=expires_in)
 
 
-async def _wait_for_first(services: Services, key: str) -> IssuedToken | None:
+async def wait_for_first(services: Services, key: str) -> IssuedToken | None:
     """Polls briefly while the first tap's login runs; None when it failed or took too long."""
     deadline = asyncio.get_running_loop().time() + LOGIN_WAIT_SECONDS
     while asyncio.get_running_loop().time() < deadline:
-        cached = await _cached_login(services, key)
+        cached = await cached_token(services, key)
         if cached is not None or not await services.redis.exists(f"{key}:lock"):
             return cached
         await asyncio.sleep(0.05)

@@ -12,6 +12,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from api import fieldcrypt
 from api.integrations.sms import SmsGateway
 from api.integrations.wechat import WeChatGateway
 from api.models import CalendarOverride
@@ -127,6 +128,7 @@ def _templates(raw: dict[str, Any]) -> dict[str, SmsTemplate]:
 
 
 def build_context(settings: Settings, redis: Redis) -> Services:
+    fieldcrypt.configure(settings.field_key, production=settings.is_production)
     policy = load_policy(settings.sla_policy)
     profiles = load_profiles(settings.sla_policy.parent)
     profiles[policy.name] = policy

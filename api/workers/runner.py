@@ -15,7 +15,7 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable
 
-from api import db
+from api import db, fieldcrypt
 from api.redis import open_redis
 from api.services.context import Services, build_context
 from api.services.escalation import fire_pass
@@ -76,6 +76,7 @@ async def main(settings: Settings | None = None) -> None:
     await db.init_db(settings.database_url)
     redis = open_redis(settings.redis_url)
     services = build_context(settings, redis)
+    await fieldcrypt.check_stored_key()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -18,5 +18,9 @@ function envVersion() {
 module.exports = {
   baseUrl: BASE_URLS[envVersion()] || BASE_URLS.release,
   timeout: 10000,
-  tokenKey: 'pingyi_token'
+  tokenKey: 'pingyi_token',
+  tokenExpiryKey: 'pingyi_token_expires_at', // ms since the epoch, on this phone's clock
+  refreshBeforeMs: 24 * 3600 * 1000, // refresh a token with less than a day left (it lasts 7)
+  retries: 2, // a submission is sent at most 3 times by itself, always with the same key
+  retryDelayMs: 1000 // then 2000: a weak signal gets a moment to come back
 }

@@ -39,6 +39,7 @@ Page({
   },
 
   onLoad(options) {
+    this.submission = api.submission() // one rating, one Idempotency-Key, however often sent
     this.setData({
       code: (options.code || '').toUpperCase(),
       encounter: options.e ? decodeURIComponent(options.e) : ''
@@ -87,7 +88,7 @@ Page({
         answers: this.compact(this.data.answers),
         comment: this.data.comment.trim(),
         encounter_code: this.data.encounter
-      })
+      }, this.submission)
       this.done(result)
     } catch (e) {
       if (String(e.code).startsWith('encounter_code_')) {

@@ -21,6 +21,8 @@ Page({
   },
 
   onLoad(options) {
+    // One report, one Idempotency-Key: tapping 提交 again after a lost answer files it once.
+    this.submission = api.submission()
     this.setData({ code: (options.code || '').toUpperCase() })
     this.loadCategories()
   },
@@ -81,7 +83,7 @@ Page({
         location: d.location.trim(),
         anonymous: d.anonymous,
         phone: d.phone
-      })
+      }, this.submission)
       wx.redirectTo({ url: `/pages/track/detail?ticket=${result.ticket_no}&new=1` })
     } catch (e) {
       api.showError(e)

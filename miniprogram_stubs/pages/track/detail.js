@@ -21,6 +21,7 @@ Page({
   },
 
   onLoad(options) {
+    this.feedbackSubmission = api.submission() // the rating of the handling is sent once
     this.setData({ ticket: options.ticket || '' })
     if (options.new) wx.showToast({ title: '已提交', icon: 'success' })
     this.load()
@@ -80,7 +81,11 @@ Page({
     this.setData({ sending: true })
     try {
       const text = this.data.comment.trim()
-      const view = await api.feedback(this.data.ticket, { satisfied, comment: text, reason: text })
+      const view = await api.feedback(
+        this.data.ticket,
+        { satisfied, comment: text, reason: text },
+        this.feedbackSubmission
+      )
       this.setData({ view: present(view), comment: '' })
       wx.showToast({ title: '感谢您的反馈', icon: 'success' })
     } catch (e) {
