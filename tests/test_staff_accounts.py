@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import httpx
 
 from api import clock
 from api.fakes.wechat import FakeWeChatServer
-from api.models import SecurityEvent
+from api.models import AuthSession, SecurityEvent, StaffUser
 from api.services.context import Services
 from api.services.staff_accounts import password_problem
+from api.settings import Settings
 from tests.support import PASSWORD, at, citizen_token, dev_code, make_world, staff_token
 
 URL = "/api/v1/staff/complaints"
@@ -196,3 +198,63 @@ async def test_password_change_ends_other_sessions_and_counts_failures(
     province = await staff_token(client, "province")
     own = await client.post("/api/v1/admin/staff/province/disable", headers=province)
     assert own.status_code == 409 and own.json()["error"]["code"] == "cannot_disable_self"
+
+
+async def _wrong_logins(client: httpx.AsyncClient, username: str, count: int) -> list[str]:
+    """``count`` wrong passwords for ``username`` at the same moment; each answer's code."""
+    body = {"username": username, "password": "wrong-password-1"}
+    answers = await asyncio.gather(
+        *(client.post("/api/v1/staff/auth/login", json=body) for _ in range(count))
+    )
+    assert all(r.status_code == 401 for r in answers), [r.text for r in answers]
+    return [r.json()["error"]["code"] for r in answers]
+
+
+async def test_parallel_wrong_passwords_are_each_counted_and_lock_once(
+    client: httpx.AsyncClient, services: Services
+) -> None:
+    await make_world()
+    # Four at once, below the threshold: the database counts every one (no lost increment).
+    assert await _wrong_logins(client, "county-430102", 4) == ["invalid_credentials"] * 4
+    user = await StaffUser.get(username="county-430102")
+    assert (user.failed_logins, user.locked_until) == (4, None)
+
+    # Twenty more at once: exactly one of them is the fifth failure and locks the account; the
+    # ones that passed the lock check before it was set are refused but not counted again.
+    await _wrong_logins(client, "county-430102", 20)
+    user = await StaffUser.get(username="county-430102")
+    assert user.locked_until is not None and user.locked_until > clock.now()
+    assert user.failed_logins == 0
+    events = await SecurityEvent.filter(staff_id=user.id, kind="locked")
+    assert [e.detail for e in events] == ["5 failed logins"]
+    res = await client.post(
+        "/api/v1/staff/auth/login", json={"username": "county-430102", "password": PASSWORD}
+    )
+    assert res.status_code == 401 and res.json()["error"]["code"] == "account_locked"
+
+    # Twenty at once from nothing: one lock, not four.
+    await _wrong_logins(client, "county-430103", 20)
+    other = await StaffUser.get(username="county-430103")
+    assert other.locked_until is not None
+    assert await SecurityEvent.filter(staff_id=other.id, kind="locked").count() == 1
+
+
+async def test_a_staff_session_lasts_eight_hours_by_default(
+    client: httpx.AsyncClient, services: Services
+) -> None:
+    assert Settings.model_fields["staff_token_ttl"].default == 8 * 3600
+    assert services.settings.staff_token_ttl == 8 * 3600  # the suite runs on the default
+    clock.freeze(at("2025-03-03 09:00"))
+    await make_world()
+    res = await client.post(
+        "/api/v1/staff/auth/login", json={"username": "county-430102", "password": PASSWORD}
+    )
+    assert res.status_code == 200 and res.json()["expires_in"] == 8 * 3600
+    token = {"Authorization": f"Bearer {res.json()['token']}"}
+    session = await AuthSession.get(kind="staff", staff__username="county-430102")
+    assert session.expires_at == at("2025-03-03 17:00")
+    clock.freeze(at("2025-03-03 16:59"))
+    assert (await client.get(URL, headers=token)).status_code == 200
+    clock.freeze(at("2025-03-03 17:00"))
+    expired = await client.get(URL, headers=token)
+    assert expired.status_code == 401 and expired.json()["error"]["code"] == "token_invalid"
