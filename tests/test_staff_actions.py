@@ -9,7 +9,8 @@ from datetime import timedelta
 import httpx
 
 from api import clock
-from api.models import CaseClock, EscalationStep, SmsOutbox
+from api.models import CaseClock, CaseEvent, EscalationStep, SmsOutbox, StaffUser
+from api.services.audit import verify_chain
 from api.services.context import Services
 from tests.support import at, citizen_token, make_world, staff, staff_token
 
@@ -196,6 +197,12 @@ async def test_close_only_after_the_feedback_window(
     clock.advance(timedelta(days=7, minutes=1))
     res = await _post(client, ticket, "close", await staff_token(client, "county-430102"))
     assert res.status_code == 200 and res.json()["status"] == "closed"
+    # The audit entry names the staff member who closed the case.
+    closer = await StaffUser.get(username="county-430102")
+    entry = await CaseEvent.filter(case__ticket_no=ticket).order_by("-seq").first()
+    assert entry is not None
+    assert (entry.kind, entry.actor, entry.staff_id) == ("closed_by_staff", "staff", closer.id)
+    assert await verify_chain() == []
 
 
 async def test_two_supervisors_acknowledge_at_once(

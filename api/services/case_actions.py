@@ -342,5 +342,10 @@ async def close_after_feedback_window(
             details={"status": case.status, "until": clock.iso(window.due_at)},
         )
     await close_case(
-        case, reason="not_rated", event="closed_by_staff", conn=conn, services=services
+        case,
+        reason="not_rated",
+        event="closed_by_staff",
+        conn=conn,
+        services=services,
+        staff_id=staff_id,
     )

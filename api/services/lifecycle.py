@@ -301,7 +301,9 @@ async def close_case(
     conn: BaseDBAsyncClient,
     extra_fields: tuple[str, ...] = (),
     services: Services | None = None,
+    staff_id: int | None = None,
 ) -> None:
+    """Closes the case; ``staff_id`` names the staff member who closed it (else the clock did)."""
     now = clock.now()
     case.status, case.closed_at, case.close_reason = CaseStatus.CLOSED, now, reason
     await save_case(case, conn, "status", "closed_at", "close_reason", *extra_fields)
@@ -314,7 +316,8 @@ async def close_case(
         # Closed by staff or by the clock, not by the citizen: they hear of it (订阅消息).
         await subscriptions.notify_citizen(services, case, "closed", conn=conn)
     if event:
-        await record_event(case, event, conn=conn)
+        actor = "staff" if staff_id is not None else "system"
+        await record_event(case, event, actor=actor, staff_id=staff_id, conn=conn)
 
 
 async def _start_revisit(
