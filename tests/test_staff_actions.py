@@ -180,7 +180,8 @@ async def test_extension_once_approved_one_level_up(
     ]
     assert "需调取外地执法记录" in timeline[-1]["text"] and "2025年03月13日" in timeline[-1]["text"]
     twice = await _post(client, ticket, "extension/decision", city, {"approve": False})
-    assert twice.status_code == 404
+    assert twice.status_code == 409 and twice.json()["error"]["code"] == "no_pending_extension"
+    assert twice.json()["error"]["details"]["status"] == "acknowledged"
 
 
 async def test_close_only_after_the_feedback_window(

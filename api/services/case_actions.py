@@ -10,7 +10,7 @@ from datetime import datetime
 from tortoise.backends.base.client import BaseDBAsyncClient
 
 from api import clock
-from api.errors import Conflict, NotFound
+from api.errors import Conflict
 from api.models import Case, CaseClock, ExtensionRequest, StaffUser, Unit
 from api.models.case import CaseStatus
 from api.models.clock import ClockStatus
@@ -281,13 +281,20 @@ async def decide_extension(
     note: str,
     conn: BaseDBAsyncClient,
 ) -> None:
+    # A request is decided while the case is still being worked on; once replied or closed, the
+    # deadline it would move has stopped. Nothing pending is a state too: 409 with the state.
+    require_status(case, *WORKING, CaseStatus.WAITING)
     request = (
         await ExtensionRequest.filter(case_id=case.id, status=ExtensionStatus.PENDING)
         .using_db(conn)
         .first()
     )
     if request is None:
-        raise NotFound("没有待审批的延期申请", code="no_pending_extension")
+        raise Conflict(
+            "该案件没有待审批的延期申请",
+            code="no_pending_extension",
+            details={"status": case.status, "version": case.version},
+        )
     request.status = ExtensionStatus.APPROVED if approve else ExtensionStatus.REFUSED
     request.decided_by_id, request.decided_at, request.decision_note = (
         approver.id,
