@@ -20,6 +20,7 @@ from api.services.catalog import is_serious
 from api.services.context import Services
 from api.services.lifecycle import close_case, require_status, save_case, tell_handlers
 from api.services.outbox import enqueue_sms
+from api.services.recipients import leader_phone, phones_of_accused
 from api.services.routing import supervising_unit
 from api.services.timeline import record_event
 from api.validation import field_error
@@ -173,10 +174,11 @@ async def escalate(
         unit=above.name,
         data={"reason": reason},
     )
-    if above.leader_phone:
+    leader = await leader_phone(above, accused=await phones_of_accused(case.officer_id, conn=conn))
+    if leader:
         await enqueue_sms(
             services,
-            phone=above.leader_phone,
+            phone=leader,
             template="new_case",
             purpose="escalated",
             case_id=case.id,
@@ -259,10 +261,11 @@ async def request_extension(
         days=days,
         reason=reason,
     )
-    if above.leader_phone:
+    leader = await leader_phone(above, accused=await phones_of_accused(case.officer_id, conn=conn))
+    if leader:
         await enqueue_sms(
             services,
-            phone=above.leader_phone,
+            phone=leader,
             template="approval_needed",
             purpose="extension",
             params={"ticket": case.ticket_no, "unit": current.name},
