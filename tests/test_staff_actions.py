@@ -298,3 +298,58 @@ async def test_no_extension_without_a_unit_above(
     await _post(client, ticket, "acknowledge", province)
     res = await _post(client, ticket, "extension", province, {"days": 3, "reason": "需要时间"})
     assert res.status_code == 409 and res.json()["error"]["code"] == "no_unit_above"
+
+
+async def _decided(ticket: str) -> list[tuple[str, dict[str, str]]]:
+    rows = await SmsOutbox.filter(case__ticket_no=ticket, template="extension_decided")
+    return [(r.phone, r.params) for r in rows]
+
+
+async def test_extension_requests_and_decisions_reach_the_right_people(
+    client: httpx.AsyncClient, services: Services
+) -> None:
+    clock.freeze(at("2025-03-03 10:00"))  # Monday
+    world = await make_world()
+    county, city = (
+        await staff_token(client, "county-430102"),
+        await staff_token(client, "city-4301"),
+    )
+    approved, citizen = await _case(client, world.card.code)
+    await _post(client, approved, "acknowledge", county)
+    body = {"days": 3, "reason": "需调取外地执法记录"}
+    assert (await _post(client, approved, "extension", county, body)).status_code == 200
+    # The unit above is asked to decide: its leader (api/seed.py), naming the asking unit.
+    [asked] = await SmsOutbox.filter(case__ticket_no=approved, template="approval_needed")
+    assert asked.phone == "13974430100" and asked.params["ticket"] == approved
+    assert asked.params["unit"] == "长沙市芙蓉区交通运输综合行政执法大队"
+    res = await _post(client, approved, "extension/decision", city, {"approve": True})
+    assert res.status_code == 200
+    # The one who asked hears the decision and the new deadline.
+    assert await _decided(approved) == [
+        ("13900430102", {"ticket": approved, "result": "已获批准", "due": "03月13日17:30"})
+    ]
+
+    # Refused: the deadline stays, the asker is told so, and the citizen sees nothing of it.
+    await staff("county-430102-b", "430102", "handler")  # an account without a phone
+    other = await staff_token(client, "county-430102-b")
+    refused, citizen = await _case(client, world.card.code)
+    await _post(client, refused, "acknowledge", other)
+    before_timeline = (await client.get(f"/api/v1/complaints/{refused}", headers=citizen)).json()
+    before = await _reply_due(refused, client, other)
+    assert (await _post(client, refused, "extension", other, body)).status_code == 200
+    res = await _post(
+        client, refused, "extension/decision", city, {"approve": False, "note": "理由不充分"}
+    )
+    assert res.status_code == 200
+    assert res.json()["events"][-1]["text"] == "延期申请未获批准：理由不充分"
+    assert res.json()["events"][-1]["public"] is False
+    assert await _reply_due(refused, client, other) == before == "2025-03-10T17:30:00+08:00"
+    # Without a phone of the asker's, the unit's handlers hear it — never the accused officer.
+    assert await _decided(refused) == [
+        ("13900430102", {"ticket": refused, "result": "未获批准", "due": "03月10日17:30"})
+    ]
+    after_timeline = (await client.get(f"/api/v1/complaints/{refused}", headers=citizen)).json()
+    assert after_timeline["timeline"] == before_timeline["timeline"]
+    assert after_timeline["deadlines"] == before_timeline["deadlines"]
+    again = await _post(client, refused, "extension", other, body)
+    assert again.status_code == 409 and again.json()["error"]["code"] == "extension_used"
