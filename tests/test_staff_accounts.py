@@ -258,3 +258,59 @@ async def test_a_staff_session_lasts_eight_hours_by_default(
     clock.freeze(at("2025-03-03 17:00"))
     expired = await client.get(URL, headers=token)
     assert expired.status_code == 401 and expired.json()["error"]["code"] == "token_invalid"
+
+
+async def test_inbox_counts_every_state_puts_breached_first_and_takes_due_before(
+    client: httpx.AsyncClient, services: Services
+) -> None:
+    clock.freeze(at("2025-03-03 09:00"))  # Monday
+    world = await make_world()
+    citizen = await citizen_token(client)
+    county = await staff_token(client, "county-430102")
+    tickets = []
+    for minute in range(6):
+        clock.freeze(at("2025-03-03 09:00") + timedelta(minutes=10 * minute))
+        tickets.append(await _file(client, citizen, world.card.code, ["RUDE"]))
+    late, soon, working, replied, waiting, closed = tickets
+
+    async def act(ticket: str, action: str, body: dict[str, object] | None = None) -> None:
+        res = await client.post(f"{URL}/{ticket}/{action}", json=body or {}, headers=county)
+        assert res.status_code == 200, res.text
+
+    for ticket in (working, replied, waiting, closed):
+        await act(ticket, "acknowledge")
+    for ticket in (replied, closed):
+        await act(ticket, "reply", {"message": "经核实，已处理"})
+    await act(waiting, "request-info", {"message": "请提供罚单照片"})
+    res = await client.post(
+        f"/api/v1/complaints/{closed}/feedback", json={"satisfied": True}, headers=citizen
+    )
+    assert res.status_code == 200, res.text
+
+    clock.freeze(at("2025-03-03 11:05"))  # the first case's 签收 deadline (11:00) has passed
+    page = (await client.get(URL, params={"limit": 50}, headers=county)).json()
+    assert page["counts"] == {
+        "received": 2,
+        "acknowledged": 1,
+        "waiting": 1,
+        "replied": 1,
+        "closed": 1,
+    }
+    order = [i["ticket_no"] for i in page["items"]]
+    overdue = [i["overdue"] for i in page["items"]]
+    assert order[:2] == [late, soon] and overdue[:2] == [True, False]  # breached first
+    assert overdue == sorted(overdue, reverse=True)  # no breached case after one that is not
+    # Then by the nearest deadline (the 7-day feedback window ends before the 5-working-day
+    # reply); last what has no running deadline (paused, closed), newest first.
+    assert order == [late, soon, replied, working, closed, waiting]
+    assert [i["next_due_at"] is None for i in page["items"]] == [False] * 4 + [True] * 2
+
+    for due_before in ("2025-03-03T11:30:00+08:00", "2025-03-03T03:30:00Z"):
+        res = await client.get(URL, params={"due_before": due_before}, headers=county)
+        assert res.status_code == 200, res.text
+        assert [i["ticket_no"] for i in res.json()["items"]] == [late, soon], due_before
+    res = await client.get(URL, params={"due_before": "2025-03-03T11:30:00"}, headers=county)
+    assert_invalid = res.json()["error"]
+    assert (
+        res.status_code == 422 and assert_invalid["details"]["fields"][0]["field"] == "due_before"
+    )
