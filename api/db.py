@@ -9,6 +9,7 @@ from tortoise import Tortoise, connections
 from tortoise.migrations.autodetector import MigrationAutodetector
 from tortoise.migrations.executor import MigrationExecutor
 from tortoise.migrations.writer import MigrationWriter
+from tortoise.models import Model
 from tortoise.queryset import QuerySet
 
 from api.models import MODEL_MODULES
@@ -69,6 +70,16 @@ async def model_changes() -> list[MigrationWriter]:
 
 async def close_db() -> None:
     await Tortoise.close_connections()
+
+
+def fits(model: type[Model], field: str, value: str) -> bool:
+    """Whether ``value`` fits the model's text field, so a lookup on it can be made at all.
+
+    Tortoise validates filter values like stored ones: a path or query value longer than the
+    column raises (a 500) instead of finding nothing, so callers answer "not found" first.
+    """
+    max_length = getattr(model._meta.fields_map[field], "max_length", None)
+    return max_length is None or len(value) <= max_length
 
 
 async def column(query: QuerySet[Any], name: str) -> list[Any]:

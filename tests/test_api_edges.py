@@ -695,6 +695,31 @@ async def test_odd_path_and_query_values_are_404_or_422_never_500(
     assert not failures, failures
 
 
+async def test_overlong_names_in_admin_paths_are_not_found_never_500(
+    client: httpx.AsyncClient, services: Services
+) -> None:
+    await make_world()
+    province = await staff_token(client, "province")
+    long = "4" * 300  # longer than every column it is looked up in
+    for method, url, body, code in (
+        ("PUT", f"/api/v1/admin/units/{long}", {"hotline": "0731-12345678"}, "unit_not_found"),
+        ("PUT", f"/api/v1/admin/units/{long}/disclosure", {"address": "示范路"}, "unit_not_found"),
+        ("POST", f"/api/v1/admin/staff/{long}/disable", None, "staff_not_found"),
+        ("POST", f"/api/v1/admin/officers/{long}/cards", None, "officer_not_found"),
+        ("POST", f"/api/v1/admin/cards/{long}/revoke", None, "card_not_found"),
+        (
+            "PUT",
+            f"/api/v1/admin/citizens/{long}/public-supervisor",
+            {"appointed": True, "note": "第一批"},
+            "citizen_not_found",
+        ),
+    ):
+        res = await client.request(method, url, json=body, headers=province)
+        assert_error(res, 404, code)
+    res = await client.get("/api/v1/staff/complaints", params={"unit": long}, headers=province)
+    assert_invalid(res, "unit")
+
+
 def _status_values(constants: type) -> list[str]:
     return [v for k, v in vars(constants).items() if k.isupper() and isinstance(v, str)]
 

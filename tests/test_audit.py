@@ -13,10 +13,17 @@ from tortoise import connections
 from tortoise.transactions import in_transaction
 
 from api import clock
-from api.models import Case, CaseEvent, StaffUser
+from api.models import Card, Case, CaseEvent, StaffUser
 from api.services.audit import audit_identity_view, verify_chain
 from api.services.context import Services
-from api.services.timeline import GENESIS, case_lock, record_event
+from api.services.timeline import (
+    GENESIS,
+    NewEvent,
+    case_lock,
+    entry_hash,
+    record_event,
+    record_events,
+)
 from api.settings import ROOT
 from tests.support import at, citizen_token, make_world, staff_token
 
@@ -271,4 +278,123 @@ async def test_concurrent_writers_take_turns(client: httpx.AsyncClient, services
     written = await asyncio.gather(*(note(n) for n in range(10)))
     assert sorted(e.seq for e in written) == list(range(2, 12))
     assert [e.seq for e in await _entries(case)] == list(range(1, 12))
+    assert await verify_chain() == []
+
+
+# --- the chain's head, anchored on the case row -------------------------------------------------
+
+
+async def test_every_entry_moves_the_anchor_in_its_transaction(
+    client: httpx.AsyncClient, services: Services
+) -> None:
+    case = await _worked_case(client)
+    entries = await _entries(case)
+    row = await Case.get(id=case.id)
+    assert (row.audit_seq, row.audit_hash) == (4, entries[-1].hash)
+    # Entries of a transaction that rolls back leave the anchor where it was.
+    try:
+        async with in_transaction() as conn:
+            await record_event(case, "note", public=False, conn=conn, text="撤回")
+            raise RuntimeError("roll back")
+    except RuntimeError:
+        pass
+    row = await Case.get(id=case.id)
+    assert (row.audit_seq, row.audit_hash) == (4, entries[-1].hash)
+    assert await verify_chain() == []
+
+
+async def test_deleting_the_last_entry_is_caught(
+    client: httpx.AsyncClient, services: Services
+) -> None:
+    case = await _worked_case(client)
+    entries = await _entries(case)
+    await _sql("DELETE FROM case_event WHERE id = $1", entries[-1].id)
+    [problem] = await verify_chain()
+    assert (problem.ticket_no, problem.kind, problem.event_id, problem.seq) == (
+        case.ticket_no,
+        "tail_missing",
+        None,
+        4,
+    )
+    assert "seq 4" in problem.describe() and "tail missing" in problem.describe()
+    # The last two, too: the chain that is left adds up, its end is not where the case says.
+    await _sql("DELETE FROM case_event WHERE id = $1", entries[-2].id)
+    assert [(p.kind, p.seq) for p in await verify_chain(case.id)] == [("tail_missing", 3)]
+
+
+async def _rewrite(entry: CaseEvent, **changes: object) -> CaseEvent:
+    """What someone with database access would do: change the entry and recompute its hash."""
+    for name, value in changes.items():
+        setattr(entry, name, value)
+    entry.hash = entry_hash(entry)
+    await _sql(
+        "UPDATE case_event SET text = $1, prev_hash = $2, hash = $3 WHERE id = $4",
+        entry.text,
+        entry.prev_hash,
+        entry.hash,
+        entry.id,
+    )
+    return entry
+
+
+async def test_a_tail_rewritten_with_recomputed_hashes_is_caught_by_the_anchor(
+    client: httpx.AsyncClient, services: Services
+) -> None:
+    case = await _worked_case(client)
+    *_, replied, rated = await _entries(case)
+    # The reply and everything after it rewritten, each hash recomputed: a consistent chain.
+    replied = await _rewrite(replied, text="已答复：情况不属实。")
+    await _rewrite(rated, prev_hash=replied.hash)
+    [problem] = await verify_chain()
+    assert (problem.kind, problem.event_id, problem.seq) == ("anchor_mismatch", rated.id, 4)
+    code, out = await _cli(services.settings.database_url, "--case", case.ticket_no)
+    assert code == 1 and f"#{rated.id} (seq 4)" in out and "anchor mismatch" in out, out
+
+
+async def test_an_entry_appended_outside_the_log_is_caught_by_the_anchor(
+    client: httpx.AsyncClient, services: Services
+) -> None:
+    case = await _worked_case(client)
+    last = (await _entries(case))[-1]
+    forged = CaseEvent(
+        case_id=case.id,
+        seq=5,
+        kind="note",
+        actor="staff",
+        public=False,
+        text="内部备注：已核实",
+        data={},
+        created_at=clock.now(),
+        prev_hash=last.hash,
+    )
+    forged.hash = entry_hash(forged)
+    await forged.save()  # straight into the table, not through record_event
+    [problem] = await verify_chain()
+    assert (problem.kind, problem.event_id, problem.seq) == ("anchor_mismatch", forged.id, 5)
+
+
+async def test_batched_entries_anchor_every_case(
+    client: httpx.AsyncClient, services: Services
+) -> None:
+    first = await _worked_case(client)
+    body = {
+        "card_code": (await Card.get(officer__cert_no="43010299001")).code,
+        "categories": ["RUDE"],
+        "description": "态度恶劣。",
+    }
+    res = await client.post("/api/v1/complaints", json=body, headers=await citizen_token(client))
+    second = await Case.get(ticket_no=res.json()["ticket_no"])
+    async with in_transaction() as conn:
+        written = await record_events(
+            [
+                NewEvent(first, "note", public=False, text_values={"text": "甲"}),
+                NewEvent(second, "note", public=False, text_values={"text": "乙"}),
+                NewEvent(first, "note", public=False, text_values={"text": "丙"}),
+            ],
+            conn=conn,
+        )
+    heads = {
+        c.id: (c.audit_seq, c.audit_hash) for c in await Case.filter(id__in=[first.id, second.id])
+    }
+    assert heads == {first.id: (6, written[2].hash), second.id: (2, written[1].hash)}
     assert await verify_chain() == []

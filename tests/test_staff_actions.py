@@ -9,7 +9,8 @@ from datetime import timedelta
 import httpx
 
 from api import clock
-from api.models import CaseClock, EscalationStep, SmsOutbox
+from api.models import CaseClock, CaseEvent, EscalationStep, SmsOutbox, StaffUser
+from api.services.audit import verify_chain
 from api.services.context import Services
 from tests.support import at, citizen_token, make_world, staff, staff_token
 
@@ -179,7 +180,8 @@ async def test_extension_once_approved_one_level_up(
     ]
     assert "需调取外地执法记录" in timeline[-1]["text"] and "2025年03月13日" in timeline[-1]["text"]
     twice = await _post(client, ticket, "extension/decision", city, {"approve": False})
-    assert twice.status_code == 404
+    assert twice.status_code == 409 and twice.json()["error"]["code"] == "no_pending_extension"
+    assert twice.json()["error"]["details"]["status"] == "acknowledged"
 
 
 async def test_close_only_after_the_feedback_window(
@@ -196,6 +198,12 @@ async def test_close_only_after_the_feedback_window(
     clock.advance(timedelta(days=7, minutes=1))
     res = await _post(client, ticket, "close", await staff_token(client, "county-430102"))
     assert res.status_code == 200 and res.json()["status"] == "closed"
+    # The audit entry names the staff member who closed the case.
+    closer = await StaffUser.get(username="county-430102")
+    entry = await CaseEvent.filter(case__ticket_no=ticket).order_by("-seq").first()
+    assert entry is not None
+    assert (entry.kind, entry.actor, entry.staff_id) == ("closed_by_staff", "staff", closer.id)
+    assert await verify_chain() == []
 
 
 async def test_two_supervisors_acknowledge_at_once(
@@ -203,18 +211,22 @@ async def test_two_supervisors_acknowledge_at_once(
 ) -> None:
     world = await make_world()
     await staff("county-430102-b", "430102", "handler")
-    ticket, _ = await _case(client, world.card.code)
     a, b = await staff_token(client, "county-430102"), await staff_token(client, "county-430102-b")
-    for _ in range(3):
+    for round_ in range(10):  # a fresh case each round: both taps race for the same 签收
+        ticket, _ = await _case(client, world.card.code)
         results = await asyncio.gather(
             _post(client, ticket, "acknowledge", a), _post(client, ticket, "acknowledge", b)
         )
-        codes = sorted(r.status_code for r in results)
-        assert codes == [200, 409] or codes == [409, 409]
-        loser = next(r for r in results if r.status_code == 409)
-        assert loser.json()["error"]["details"]["case"]["status"] == "acknowledged"
-    view = (await client.get(f"{URL}/{ticket}", headers=a)).json()
-    assert sum(e["kind"] == "acknowledged" for e in view["events"]) == 1
+        assert sorted(r.status_code for r in results) == [200, 409], (round_, results)
+        winner = next(r for r in results if r.status_code == 200).json()
+        error = next(r for r in results if r.status_code == 409).json()["error"]
+        assert winner["status"] == "acknowledged"
+        assert error["code"] == "invalid_state" and error["details"]["status"] == "acknowledged"
+        # The loser gets the fresh state: the case as the winner left it.
+        fresh = error["details"]["case"]
+        assert (fresh["status"], fresh["version"]) == ("acknowledged", winner["version"])
+        view = (await client.get(f"{URL}/{ticket}", headers=a)).json()
+        assert sum(e["kind"] == "acknowledged" for e in view["events"]) == 1, round_
 
 
 async def test_reply_templates_follow_the_categories(
@@ -290,3 +302,58 @@ async def test_no_extension_without_a_unit_above(
     await _post(client, ticket, "acknowledge", province)
     res = await _post(client, ticket, "extension", province, {"days": 3, "reason": "需要时间"})
     assert res.status_code == 409 and res.json()["error"]["code"] == "no_unit_above"
+
+
+async def _decided(ticket: str) -> list[tuple[str, dict[str, str]]]:
+    rows = await SmsOutbox.filter(case__ticket_no=ticket, template="extension_decided")
+    return [(r.phone, r.params) for r in rows]
+
+
+async def test_extension_requests_and_decisions_reach_the_right_people(
+    client: httpx.AsyncClient, services: Services
+) -> None:
+    clock.freeze(at("2025-03-03 10:00"))  # Monday
+    world = await make_world()
+    county, city = (
+        await staff_token(client, "county-430102"),
+        await staff_token(client, "city-4301"),
+    )
+    approved, citizen = await _case(client, world.card.code)
+    await _post(client, approved, "acknowledge", county)
+    body = {"days": 3, "reason": "需调取外地执法记录"}
+    assert (await _post(client, approved, "extension", county, body)).status_code == 200
+    # The unit above is asked to decide: its leader (api/seed.py), naming the asking unit.
+    [asked] = await SmsOutbox.filter(case__ticket_no=approved, template="approval_needed")
+    assert asked.phone == "13974430100" and asked.params["ticket"] == approved
+    assert asked.params["unit"] == "长沙市芙蓉区交通运输综合行政执法大队"
+    res = await _post(client, approved, "extension/decision", city, {"approve": True})
+    assert res.status_code == 200
+    # The one who asked hears the decision and the new deadline.
+    assert await _decided(approved) == [
+        ("13900430102", {"ticket": approved, "result": "已获批准", "due": "03月13日17:30"})
+    ]
+
+    # Refused: the deadline stays, the asker is told so, and the citizen sees nothing of it.
+    await staff("county-430102-b", "430102", "handler")  # an account without a phone
+    other = await staff_token(client, "county-430102-b")
+    refused, citizen = await _case(client, world.card.code)
+    await _post(client, refused, "acknowledge", other)
+    before_timeline = (await client.get(f"/api/v1/complaints/{refused}", headers=citizen)).json()
+    before = await _reply_due(refused, client, other)
+    assert (await _post(client, refused, "extension", other, body)).status_code == 200
+    res = await _post(
+        client, refused, "extension/decision", city, {"approve": False, "note": "理由不充分"}
+    )
+    assert res.status_code == 200
+    assert res.json()["events"][-1]["text"] == "延期申请未获批准：理由不充分"
+    assert res.json()["events"][-1]["public"] is False
+    assert await _reply_due(refused, client, other) == before == "2025-03-10T17:30:00+08:00"
+    # Without a phone of the asker's, the unit's handlers hear it — never the accused officer.
+    assert await _decided(refused) == [
+        ("13900430102", {"ticket": refused, "result": "未获批准", "due": "03月10日17:30"})
+    ]
+    after_timeline = (await client.get(f"/api/v1/complaints/{refused}", headers=citizen)).json()
+    assert after_timeline["timeline"] == before_timeline["timeline"]
+    assert after_timeline["deadlines"] == before_timeline["deadlines"]
+    again = await _post(client, refused, "extension", other, body)
+    assert again.status_code == 409 and again.json()["error"]["code"] == "extension_used"

@@ -8,12 +8,13 @@ from sanic_ext import openapi
 from api import clock
 from api.handlers.common import choice_arg, current_staff, int_arg, json_body, services
 from api.models.outbox import OutboxStatus
-from api.schemas import CalendarOverrideSet, UnitContactUpdate
+from api.schemas import CalendarOverrideSet, PublicSupervisorSet, UnitContactUpdate
 from api.services import (
     admin,
     calendar_admin,
     card_admin,
     permissions,
+    public_supervisors,
     staff_accounts,
     units_admin,
 )
@@ -112,3 +113,15 @@ async def card_revoke(request: Request, code: str) -> HTTPResponse:
 async def card_reissue(request: Request, cert_no: str) -> HTTPResponse:
     user = await current_staff(request)
     return json(await card_admin.reissue_card(services(request), user, cert_no), status=201)
+
+
+@bp.put("/citizens/<code:str>/public-supervisor")
+@openapi.definition(
+    summary="聘任或解聘群众监督员（市级：本辖区；省级：全部）：以群众“我的”页面显示的监督员登记码",
+    body=json_body(PublicSupervisorSet),
+    tag="admin",
+)
+async def public_supervisor(request: Request, code: str) -> HTTPResponse:
+    user = await current_staff(request)
+    body = parse_json(request, PublicSupervisorSet)
+    return json(await public_supervisors.set_appointment(user, code, body))

@@ -24,19 +24,6 @@ class Migration(migrations.Migration):
             bases=['Model'],
         ),
         ops.CreateModel(
-            name='Citizen',
-            fields=[
-                ('id', fields.IntField(generated=True, primary_key=True, unique=True, db_index=True)),
-                ('openid', fields.CharField(unique=True, max_length=64)),
-                ('unionid', fields.CharField(null=True, max_length=64)),
-                ('phone', EncryptedCharField(null=True, column='citizen.phone', max_length=128)),
-                ('is_public_supervisor', fields.BooleanField(default=False)),
-                ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
-            ],
-            options={'table': 'citizen', 'app': 'models', 'pk_attr': 'id', 'table_description': 'A WeChat user of the mini-program, known by the openid under our appid.'},
-            bases=['Model'],
-        ),
-        ops.CreateModel(
             name='Unit',
             fields=[
                 ('id', fields.IntField(generated=True, primary_key=True, unique=True, db_index=True)),
@@ -51,6 +38,23 @@ class Migration(migrations.Migration):
                 ('hotline', fields.CharField(null=True, max_length=30)),
             ],
             options={'table': 'unit', 'app': 'models', 'pk_attr': 'id', 'table_description': 'An enforcement unit: 省厅 (province) → 支队 (city) → 大队 (county), keyed by GB/T 2260 code.'},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
+            name='Citizen',
+            fields=[
+                ('id', fields.IntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ('openid', fields.CharField(unique=True, max_length=64)),
+                ('unionid', fields.CharField(null=True, max_length=64)),
+                ('phone', EncryptedCharField(null=True, column='citizen.phone', max_length=128)),
+                ('is_public_supervisor', fields.BooleanField(default=False)),
+                ('supervisor_code', fields.CharField(null=True, unique=True, max_length=12)),
+                ('public_supervisor_unit', fields.ForeignKeyField('models.Unit', source_field='public_supervisor_unit_id', null=True, db_constraint=True, to_field='id', related_name='public_supervisors', on_delete=OnDelete.RESTRICT)),
+                ('public_supervisor_note', fields.CharField(default='', max_length=500)),
+                ('public_supervisor_since', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
+                ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
+            ],
+            options={'table': 'citizen', 'app': 'models', 'pk_attr': 'id', 'table_description': 'A WeChat user of the mini-program, known by the openid under our appid.'},
             bases=['Model'],
         ),
         ops.CreateModel(
@@ -156,6 +160,8 @@ class Migration(migrations.Migration):
                 ('extension_count', fields.SmallIntField(default=0)),
                 ('next_due_at', fields.DatetimeField(null=True, db_index=True, auto_now=False, auto_now_add=False)),
                 ('version', fields.IntField(default=0)),
+                ('audit_seq', fields.IntField(default=0)),
+                ('audit_hash', fields.CharField(default='0000000000000000000000000000000000000000000000000000000000000000', max_length=64)),
             ],
             options={'table': 'case', 'app': 'models', 'pk_attr': 'id'},
             bases=['Model'],
@@ -311,6 +317,20 @@ class Migration(migrations.Migration):
                 ('decided_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
             ],
             options={'table': 'extension_request', 'app': 'models', 'pk_attr': 'id', 'table_description': "A request to extend a case's deadline (延期): once per case, decided one level up."},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
+            name='PublicSupervisorChange',
+            fields=[
+                ('id', fields.IntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ('citizen', fields.ForeignKeyField('models.Citizen', source_field='citizen_id', db_constraint=True, to_field='id', related_name='supervisor_changes', on_delete=OnDelete.RESTRICT)),
+                ('appointed', fields.BooleanField()),
+                ('note', fields.CharField(max_length=500)),
+                ('staff', fields.ForeignKeyField('models.StaffUser', source_field='staff_id', db_constraint=True, to_field='id', related_name='supervisor_changes', on_delete=OnDelete.RESTRICT)),
+                ('unit', fields.ForeignKeyField('models.Unit', source_field='unit_id', db_constraint=True, to_field='id', related_name='supervisor_changes', on_delete=OnDelete.RESTRICT)),
+                ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+            ],
+            options={'table': 'public_supervisor_change', 'app': 'models', 'pk_attr': 'id', 'table_description': 'An appointment of a 群众监督员 made or ended: append-only, who, when, why.'},
             bases=['Model'],
         ),
         ops.CreateModel(

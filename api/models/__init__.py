@@ -3,7 +3,7 @@
 from api.models.auth import AuthSession
 from api.models.calendar import CalendarOverride
 from api.models.case import Case, CaseEvent
-from api.models.citizen import Citizen
+from api.models.citizen import Citizen, PublicSupervisorChange
 from api.models.clock import CaseClock, EscalationStep
 from api.models.disclosure import UnitDisclosure
 from api.models.evaluation import Evaluation
@@ -50,6 +50,7 @@ __all__ = [
     "Evidence",
     "ExtensionRequest",
     "Officer",
+    "PublicSupervisorChange",
     "RatingReview",
     "SecurityEvent",
     "SmsOutbox",

@@ -88,6 +88,10 @@ class Case(Model):
     # The nearest deadline of a running clock: the inbox sorts on it ("most urgent first").
     next_due_at = fields.DatetimeField(null=True, db_index=True)
     version = fields.IntField(default=0)
+    # The head of the case's audit chain (seq and hash of its last entry), written in the same
+    # transaction as each entry: the chain alone cannot show that its last entries were removed.
+    audit_seq = fields.IntField(default=0)
+    audit_hash = fields.CharField(max_length=64, default="0" * 64)
     officer_id: int
     card_id: int | None
     origin_unit_id: int

@@ -272,3 +272,11 @@ class UnitDisclosureUpdate(Strict):
     procedures: list[DisclosureItem] | None = Field(default=None, min_length=1, max_length=30)
     address: Annotated[Text, StringConstraints(max_length=200)] | None = None
     mailbox: Annotated[Text, StringConstraints(max_length=200)] | None = None
+
+
+# --- 群众监督员 (api/services/public_supervisors.py) ---------------------------------------------
+
+
+class PublicSupervisorSet(Strict):
+    appointed: StrictBool
+    note: Reason  # why: the appointment letter, or why it ends

@@ -2,7 +2,10 @@
 
 The log is ``CaseEvent`` (written only by ``api.services.timeline.record_event``). Each entry
 carries its ``seq`` in the case, the previous entry's hash and its own hash, so an entry edited,
-deleted or reordered directly in the database breaks the chain at that entry.
+deleted or reordered directly in the database breaks the chain at that entry. The case row keeps
+the chain's head (``audit_seq``, ``audit_hash``), written in the transaction of every entry: a
+chain cut short at its end, or whose tail was rewritten with recomputed hashes, no longer ends
+where its case says.
 """
 
 from __future__ import annotations
@@ -28,6 +31,14 @@ PROBLEMS = {
         "prev_hash mismatch: entries deleted, rewritten or reordered",
     ),
     "no_entries": ("案件没有任何审计条目：日志被删除", "no entries: the case's log was deleted"),
+    "tail_missing": (
+        "链尾条目缺失：案件记录的最后条目已被删除",
+        "tail missing: the last entries the case records were deleted",
+    ),
+    "anchor_mismatch": (
+        "链尾与案件记录的锚点不符：末尾条目被改写或另行写入",
+        "anchor mismatch: the last entry was rewritten or written outside the log",
+    ),
 }
 
 
@@ -45,6 +56,8 @@ class Problem:
     def describe(self) -> str:
         zh, en = PROBLEMS[self.kind]
         where = "" if self.event_id is None else f" 条目/entry #{self.event_id} (seq {self.seq})"
+        if self.event_id is None and self.seq is not None:
+            where = f" 条目/entry seq {self.seq}"
         extra = f" [{self.detail}]" if self.detail else ""
         return f"{self.ticket_no}{where}: {zh} / {en}{extra}"
 
@@ -80,10 +93,14 @@ async def check_chain(case_id: int | None = None, *, chunk_size: int = CHUNK) ->
     report = ChainReport()
     walk = _Walk()
     broken: dict[int, tuple[int | None, int | None, str, str]] = {}
+    ends: dict[int, _Walk] = {}  # intact chains waiting for their case row's anchor
     async for event in _entries(case_id, chunk_size):
         report.entries += 1
         if event.case_id != walk.case_id:
             report.cases += 1
+            _finish(walk, ends)
+            if len(ends) >= chunk_size:
+                broken |= await _against_anchors(ends)
             walk = _Walk(event.case_id)
         if walk.broken:
             continue  # only the first broken entry of a case is named
@@ -91,6 +108,8 @@ async def check_chain(case_id: int | None = None, *, chunk_size: int = CHUNK) ->
         if found:
             walk.broken = True
             broken[event.case_id] = (event.id, event.seq, *found)
+    _finish(walk, ends)
+    broken |= await _against_anchors(ends)
     for missing in await _cases_without_entries(case_id):
         broken[missing] = (None, None, "no_entries", "")
     report.problems = await _named(broken)
@@ -103,6 +122,7 @@ class _Walk:
     expected_seq: int = 1
     prev_hash: str = GENESIS
     broken: bool = False
+    last_id: int | None = None  # the chain's last entry so far
 
     def check(self, event: CaseEvent) -> tuple[str, str] | None:
         if event.seq == self.expected_seq - 1 and event.seq > 0:
@@ -113,8 +133,38 @@ class _Walk:
             return "prev_hash_mismatch", f"expected {self.prev_hash[:12]}…"
         if entry_hash(event) != event.hash:
             return "hash_mismatch", ""
-        self.expected_seq, self.prev_hash = event.seq + 1, event.hash
+        self.expected_seq, self.prev_hash, self.last_id = event.seq + 1, event.hash, event.id
         return None
+
+
+def _finish(walk: _Walk, ends: dict[int, _Walk]) -> None:
+    if walk.case_id is not None and not walk.broken:
+        ends[walk.case_id] = walk
+
+
+async def _against_anchors(
+    ends: dict[int, _Walk],
+) -> dict[int, tuple[int | None, int | None, str, str]]:
+    """Intact chains checked against the head their case row records (then forgotten).
+
+    A chain is internally consistent after its last entries are deleted, or after its tail is
+    rewritten with recomputed hashes; the anchor, written with every entry, is not.
+    """
+    if not ends:
+        return {}
+    rows = await Case.filter(id__in=list(ends)).values_list("id", "audit_seq", "audit_hash")
+    found: dict[int, tuple[int | None, int | None, str, str]] = {}
+    for case_id, seq, digest in rows:
+        walk = ends[case_id]
+        last_seq = walk.expected_seq - 1
+        if last_seq < seq:
+            detail = f"the case records seq {seq}, the log ends at seq {last_seq}"
+            found[case_id] = (None, last_seq + 1, "tail_missing", detail)
+        elif (last_seq, walk.prev_hash) != (seq, digest):
+            detail = f"the case records seq {seq} ({digest[:12]}…)"
+            found[case_id] = (walk.last_id, last_seq, "anchor_mismatch", detail)
+    ends.clear()
+    return found
 
 
 async def _entries(case_id: int | None, chunk_size: int) -> AsyncIterator[CaseEvent]:

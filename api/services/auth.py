@@ -10,6 +10,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+from tortoise.expressions import F, Q
+from tortoise.transactions import in_transaction
+
 from api import clock
 from api.db import column
 from api.errors import Unauthorized, UpstreamUnavailable
@@ -186,24 +189,47 @@ async def login_staff(services: Services, username: str, password: str) -> Issue
         await record_failed_login(user)
         raise Unauthorized("用户名或密码错误", code="invalid_credentials")
     if user.failed_logins:
-        user.failed_logins = 0
-        await user.save(update_fields=["failed_logins"])
+        await StaffUser.filter(id=user.id).update(failed_logins=0)
     return await issue_staff_token(services, user)
 
 
-async def record_failed_login(user: StaffUser) -> None:
-    """Five failures lock the account for 15 minutes, and the lock is recorded."""
+async def record_failed_login(user: StaffUser) -> bool:
+    """Counts one failure; the fifth locks the account for 15 minutes, and the lock is recorded.
+
+    The count is kept by the database, not in this process: the increment is one ``UPDATE``
+    whose row lock lasts until commit, so parallel failures queue on the row and each reads the
+    count its own increment made — exactly one of them reaches five. A failure that arrives
+    while the account is locked (it passed the lock check before the lock was set) is not
+    counted, so a burst locks the account once. True when this failure locked it.
+    """
     now = clock.now()
-    user.failed_logins += 1
-    if user.failed_logins >= LOCK_AFTER_FAILURES:
-        user.failed_logins, user.locked_until = 0, now + timedelta(minutes=LOCK_MINUTES)
+    unlocked = Q(locked_until__isnull=True) | Q(locked_until__lte=now)
+    async with in_transaction() as conn:
+        counted = (
+            await StaffUser.filter(unlocked, id=user.id)
+            .using_db(conn)
+            .update(failed_logins=F("failed_logins") + 1)
+        )
+        if not counted:
+            return False
+        failures = await column(StaffUser.filter(id=user.id).using_db(conn), "failed_logins")
+        if failures[0] < LOCK_AFTER_FAILURES:
+            return False
+        locked_until = now + timedelta(minutes=LOCK_MINUTES)
+        await (
+            StaffUser.filter(id=user.id)
+            .using_db(conn)
+            .update(failed_logins=0, locked_until=locked_until)
+        )
         await SecurityEvent.create(
             staff_id=user.id,
             kind="locked",
             detail=f"{LOCK_AFTER_FAILURES} failed logins",
             created_at=now,
+            using_db=conn,
         )
-    await user.save(update_fields=["failed_logins", "locked_until"])
+    user.failed_logins, user.locked_until = 0, locked_until
+    return True
 
 
 async def _unknown_user_failure(services: Services, username: str) -> None:

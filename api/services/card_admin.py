@@ -13,6 +13,7 @@ from typing import Any
 from tortoise.transactions import in_transaction
 
 from api import clock
+from api.db import fits
 from api.errors import NotFound
 from api.models import Card, Officer, StaffUser, Unit
 from api.services import card_cache, permissions
@@ -57,6 +58,8 @@ async def reissue_card(services: Services, user: StaffUser, cert_no: str) -> dic
             .select_for_update()
             .using_db(conn)
             .first()
+            if fits(Officer, "cert_no", cert_no)
+            else None
         )
         if officer is None:
             raise NotFound("未找到该执法人员", code="officer_not_found")

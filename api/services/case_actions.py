@@ -10,25 +10,22 @@ from datetime import datetime
 from tortoise.backends.base.client import BaseDBAsyncClient
 
 from api import clock
-from api.errors import Conflict, NotFound
-from api.models import Case, CaseClock, ExtensionRequest, StaffUser, Unit
+from api.errors import Conflict
+from api.models import Case, CaseClock, Unit
 from api.models.case import CaseStatus
-from api.models.clock import ClockStatus
-from api.models.extension import ExtensionStatus
 from api.services import clocks
 from api.services.catalog import is_serious
 from api.services.context import Services
 from api.services.lifecycle import close_case, require_status, save_case, tell_handlers
 from api.services.outbox import enqueue_sms
+from api.services.recipients import leader_phone, phones_of_accused
 from api.services.routing import supervising_unit
 from api.services.timeline import record_event
 from api.validation import field_error
 
 MAX_TRANSFERS = 2  # DOMAIN.md: transfers are limited (default 2) and never reset the clock
-MAX_EXTENSION_DAYS = 10
 # Clocks that stop while the case waits for the citizen: the reply clocks.
 PAUSABLE = ("reply", "reply_urgent", "recheck", "bad_rating_rectify")
-EXTENDABLE = PAUSABLE
 WORKING = (CaseStatus.ACKNOWLEDGED, CaseStatus.RECHECKING)
 
 
@@ -173,10 +170,11 @@ async def escalate(
         unit=above.name,
         data={"reason": reason},
     )
-    if above.leader_phone:
+    leader = await leader_phone(above, accused=await phones_of_accused(case.officer_id, conn=conn))
+    if leader:
         await enqueue_sms(
             services,
-            phone=above.leader_phone,
+            phone=leader,
             template="new_case",
             purpose="escalated",
             case_id=case.id,
@@ -193,143 +191,6 @@ async def _move(case: Case, unit: Unit, conn: BaseDBAsyncClient) -> None:
     await save_case(case, conn, "handling_unit_id", "handling_path", "status", "handler_id")
 
 
-async def _extendable_clock(case: Case, conn: BaseDBAsyncClient) -> CaseClock:
-    found = (
-        await CaseClock.filter(
-            case_id=case.id,
-            kind__in=EXTENDABLE,
-            status__in=(ClockStatus.RUNNING, ClockStatus.PAUSED),
-        )
-        .using_db(conn)
-        .first()
-    )
-    if found is None:
-        raise Conflict(
-            "当前没有可以延期的办理时限", code="nothing_to_extend", details={"status": case.status}
-        )
-    return found
-
-
-async def request_extension(
-    services: Services,
-    case: Case,
-    *,
-    staff_id: int,
-    days: int,
-    reason: str,
-    conn: BaseDBAsyncClient,
-) -> ExtensionRequest:
-    require_status(case, *WORKING, CaseStatus.WAITING)
-    if (
-        case.extension_count
-        or await ExtensionRequest.filter(case_id=case.id).using_db(conn).exists()
-    ):
-        raise Conflict(
-            "每个案件只能申请一次延期", code="extension_used", details={"status": case.status}
-        )
-    if not 1 <= days <= MAX_EXTENSION_DAYS:
-        raise field_error("days", f"延期天数应为 1–{MAX_EXTENSION_DAYS} 个工作日")
-    current = await Unit.get(id=case.handling_unit_id, using_db=conn)
-    above = await supervising_unit(current)
-    if above.id == current.id:
-        raise Conflict(
-            "最高一级单位的案件没有上级可以审批延期",
-            code="no_unit_above",
-            details={"status": case.status},
-        )
-    target = await _extendable_clock(case, conn)
-    request = await ExtensionRequest.create(
-        case_id=case.id,
-        clock_kind=target.kind,
-        days=days,
-        reason=reason,
-        requested_by_id=staff_id,
-        created_at=clock.now(),
-        using_db=conn,
-    )
-    case.extension_count += 1
-    await save_case(case, conn, "extension_count")
-    await record_event(
-        case,
-        "extension_requested",
-        actor="staff",
-        staff_id=staff_id,
-        public=False,
-        conn=conn,
-        days=days,
-        reason=reason,
-    )
-    if above.leader_phone:
-        await enqueue_sms(
-            services,
-            phone=above.leader_phone,
-            template="approval_needed",
-            purpose="extension",
-            params={"ticket": case.ticket_no, "unit": current.name},
-            case_id=case.id,
-            conn=conn,
-        )
-    return request
-
-
-async def decide_extension(
-    services: Services,
-    case: Case,
-    *,
-    approver: StaffUser,
-    approve: bool,
-    note: str,
-    conn: BaseDBAsyncClient,
-) -> None:
-    request = (
-        await ExtensionRequest.filter(case_id=case.id, status=ExtensionStatus.PENDING)
-        .using_db(conn)
-        .first()
-    )
-    if request is None:
-        raise NotFound("没有待审批的延期申请", code="no_pending_extension")
-    request.status = ExtensionStatus.APPROVED if approve else ExtensionStatus.REFUSED
-    request.decided_by_id, request.decided_at, request.decision_note = (
-        approver.id,
-        clock.now(),
-        note,
-    )
-    await request.save(using_db=conn)
-    if not approve:
-        await record_event(
-            case,
-            "extension_refused",
-            actor="staff",
-            staff_id=approver.id,
-            public=False,
-            conn=conn,
-            note=note or "无",
-        )
-        return
-    target = await CaseClock.get(case_id=case.id, kind=request.clock_kind, using_db=conn)
-    policy = services.profile(case.sla_profile)
-    await clocks.extend_clock(
-        target,
-        days=request.days,
-        policy=policy,
-        calendar=await services.calendar(policy),
-        conn=conn,
-    )
-    await clocks.refresh_next_due(case, conn=conn)
-    unit = await Unit.get(id=approver.unit_id, using_db=conn)
-    due = clock.to_china(target.due_at)
-    await record_event(
-        case,
-        "extension_approved",
-        actor="staff",
-        staff_id=approver.id,
-        conn=conn,
-        unit=unit.name,
-        due=f"{due:%Y年%m月%d日%H:%M}",
-        reason=request.reason,
-    )
-
-
 async def close_after_feedback_window(
     services: Services, case: Case, *, staff_id: int, conn: BaseDBAsyncClient
 ) -> None:
@@ -342,5 +203,10 @@ async def close_after_feedback_window(
             details={"status": case.status, "until": clock.iso(window.due_at)},
         )
     await close_case(
-        case, reason="not_rated", event="closed_by_staff", conn=conn, services=services
+        case,
+        reason="not_rated",
+        event="closed_by_staff",
+        conn=conn,
+        services=services,
+        staff_id=staff_id,
     )

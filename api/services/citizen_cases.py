@@ -51,6 +51,8 @@ async def rate(
                 card_id=card.id,
                 categories=[],
                 description=body.comment,
+                # a 群众监督员's 差评 goes to the supervising unit, as their reports do
+                public_supervisor=citizen.is_public_supervisor,
                 conn=conn,
             )
         evaluation = await Evaluation.create(
@@ -116,7 +118,9 @@ async def file_complaint(
             contact_phone=phone,
             occurred_at=body.occurred_at,
             location=body.location,
-            public_supervisor=citizen.is_public_supervisor,
+            # Anonymous means nothing of the reporter reaches staff: not even that they are a
+            # public supervisor (marked, and routed one level up, when named).
+            public_supervisor=citizen.is_public_supervisor and not body.anonymous,
             conn=conn,
         )
         await uploads.attach_photos(photos, case, conn=conn)  # evidence photos

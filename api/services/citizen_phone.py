@@ -16,7 +16,7 @@ from api.integrations.sms import normalize_phone
 from api.integrations.wechat import WeChatError, decrypt_data
 from api.models import AuthSession, Citizen
 from api.schemas import PhoneCreate
-from api.services import auth
+from api.services import auth, public_supervisors
 from api.services.context import Services
 from api.services.views import mask_phone
 
@@ -27,14 +27,16 @@ _BUSY = {-1, 45011}
 
 async def profile(token: str) -> dict[str, Any]:
     citizen = await auth.citizen_for(token)
-    return _view(citizen)
+    return await _view(citizen)
 
 
-def _view(citizen: Citizen) -> dict[str, Any]:
+async def _view(citizen: Citizen) -> dict[str, Any]:
     return {
         "phone": mask_phone(citizen.phone),  # masked even to its owner: the screen may be seen
         "has_phone": bool(citizen.phone),
         "is_public_supervisor": citizen.is_public_supervisor,
+        # 群众监督员: shown to an administrator to be appointed (never the openid)
+        "supervisor_code": await public_supervisors.supervisor_code(citizen),
         "created_at": clock.iso(citizen.created_at),
     }
 
@@ -55,7 +57,7 @@ async def set_phone(services: Services, token: str, body: PhoneCreate) -> dict[s
         ) from exc
     citizen.phone = phone
     await citizen.save(update_fields=["phone"])
-    return _view(citizen)
+    return await _view(citizen)
 
 
 async def _from_code(services: Services, code: str) -> str:

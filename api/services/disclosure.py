@@ -15,6 +15,7 @@ from typing import Any
 from tortoise.transactions import in_transaction
 
 from api import clock
+from api.db import fits
 from api.errors import NotFound
 from api.models import StaffUser, Unit, UnitDisclosure
 from api.schemas import UnitDisclosureUpdate
@@ -104,7 +105,7 @@ async def update_disclosure(
     """An administrator's text for a unit of their subtree; null puts a list back to default."""
     permissions.require(user, permissions.UNIT_MANAGE)
     own_unit = await Unit.get(id=user.unit_id)
-    unit = await Unit.get_or_none(code=code)
+    unit = await Unit.get_or_none(code=code) if fits(Unit, "code", code) else None
     if unit is None or not unit.path.startswith(own_unit.path):
         # Outside the admin's subtree looks the same as a unit that does not exist.
         raise NotFound("未找到该单位", code="unit_not_found")

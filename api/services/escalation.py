@@ -20,7 +20,13 @@ from api.models.clock import ClockStatus, StepStatus
 from api.services import lifecycle
 from api.services.context import Services
 from api.services.outbox import after_quiet_hours, enqueue_sms, new_out_id
-from api.services.recipients import HANDLER_ROLES, handler_phones
+from api.services.recipients import (
+    HANDLER_ROLES,
+    accused_phones,
+    handler_phones,
+    leader_phone,
+    phones_of_accused,
+)
 from api.services.routing import province_unit, supervising_unit
 from api.services.timeline import NewEvent, record_event, record_events
 from api.texts import CLOCKS
@@ -101,7 +107,12 @@ async def _due(
     above = await supervising_unit(unit)
     clk.breached_at = clock.now()
     await clk.save(using_db=conn, update_fields=["breached_at"])
-    phones = [unit.leader_phone or "", above.leader_phone or ""]
+    # The leaders of the unit and of the unit above — never the accused officer (recipients.py).
+    accused = await phones_of_accused(case.officer_id, conn=conn)
+    phones = [
+        await leader_phone(unit, accused=accused) or "",
+        await leader_phone(above, accused=accused) or "",
+    ]
     await _notify(
         services,
         phones,
@@ -122,9 +133,10 @@ async def _province(
 ) -> None:
     unit = await Unit.get(id=case.handling_unit_id, using_db=conn)
     province = await province_unit(unit)
+    accused = await phones_of_accused(case.officer_id, conn=conn)
     await _notify(
         services,
-        [province.leader_phone or ""],
+        [await leader_phone(province, accused=accused) or ""],
         template="province_supervise",
         case=case,
         clk=clk,
@@ -239,19 +251,38 @@ class _Units:
     def province(self, unit: Unit) -> Unit:  # as routing.province_unit
         return self.by_code[unit.path.split("/", 1)[0]]
 
+    def leader(self, unit: Unit, accused: set[str]) -> str:  # as recipients.leader_phone
+        seen = {unit.id}
+        while unit.leader_phone and unit.leader_phone in accused:
+            unit = self.supervising(unit)
+            if unit.id in seen:
+                return ""
+            seen.add(unit.id)
+        return unit.leader_phone or ""
+
 
 async def _load_units(cases: Sequence[Case], conn: BaseDBAsyncClient) -> _Units:
-    """The handling units of the cases, the units above them and their provinces: two queries."""
+    """The handling units of the cases, every unit above them (a leader who is the accused
+    officer hands the notice up) and their provinces: a query per level."""
     units = await Unit.filter(id__in={c.handling_unit_id for c in cases}).using_db(conn)
-    above = {u.supervising_unit_id or u.parent_id for u in units} - {None}
+    by_id = {u.id: u for u in units}
     roots = {u.path.split("/", 1)[0] for u in units}
-    units += await Unit.filter(Q(id__in=above) | Q(code__in=roots)).using_db(conn)
-    return _Units({u.id: u for u in units}, {u.code: u for u in units})
+    while True:
+        above = {u.supervising_unit_id or u.parent_id for u in by_id.values()} - {None}
+        codes = roots - {u.code for u in by_id.values()}
+        missing = above - by_id.keys()
+        if not missing and not codes:
+            break
+        found = await Unit.filter(Q(id__in=missing) | Q(code__in=codes)).using_db(conn)
+        by_id |= {u.id: u for u in found}
+    return _Units(by_id, {u.code: u for u in by_id.values()})
 
 
-async def _handler_phones(cases: Sequence[Case], conn: BaseDBAsyncClient) -> dict[int, list[str]]:
+async def _handler_phones(
+    cases: Sequence[Case], accused: dict[int, set[str]], conn: BaseDBAsyncClient
+) -> dict[int, list[str]]:
     """recipients.handler_phones for several cases in one query: per case, the active handlers
-    of its unit — never the accused officer's own staff account."""
+    of its unit — never the accused officer's own staff account or phone."""
     rows = await (
         StaffUser.filter(
             unit_id__in={c.handling_unit_id for c in cases},
@@ -267,7 +298,9 @@ async def _handler_phones(cases: Sequence[Case], conn: BaseDBAsyncClient) -> dic
         case.id: [
             r["phone"]
             for r in rows
-            if r["unit_id"] == case.handling_unit_id and r["officer_id"] != case.officer_id
+            if r["unit_id"] == case.handling_unit_id
+            and r["officer_id"] != case.officer_id
+            and r["phone"] not in accused[case.officer_id]
         ]
         for case in cases
     }
@@ -314,6 +347,7 @@ def _plan_step(
     clk: CaseClock,
     units: _Units,
     handlers: dict[int, list[str]],
+    accused: set[str],
 ) -> None:
     """The batch form of the actions above (_warn, _due, _province, _criticism): same rules."""
     unit = units.by_id[case.handling_unit_id]
@@ -329,10 +363,10 @@ def _plan_step(
     elif step.step == "due":
         batch.breached_clocks.append(clk.id)
         template = "sla_overdue"
-        phones = [unit.leader_phone or "", units.supervising(unit).leader_phone or ""]
+        phones = [units.leader(unit, accused), units.leader(units.supervising(unit), accused)]
         event = NewEvent(case, "sla_overdue", text_values={"clock": name, "unit": unit.name})
     elif step.step == "province":
-        template, phones = "province_supervise", [units.province(unit).leader_phone or ""]
+        template, phones = "province_supervise", [units.leader(units.province(unit), accused)]
         event = NewEvent(case, "province_supervise", text_values={"clock": name})
     else:  # criticism
         batch.criticised_cases.append(case.id)
@@ -395,11 +429,21 @@ async def _fire_batch(
     live_cases = [cases[i] for i in dict.fromkeys(s.case_id for s in live)]
     if live_cases:
         units = await _load_units(live_cases, conn)
+        accused = await accused_phones({c.officer_id for c in live_cases}, conn=conn)
         warned = [cases[i] for i in dict.fromkeys(s.case_id for s in live if s.step[:5] == "warn_")]
-        handlers = await _handler_phones(warned, conn) if warned else {}
+        handlers = await _handler_phones(warned, accused, conn) if warned else {}
         for step in live:
             case, clk = cases[step.case_id], clocks[step.clock_id]
-            _plan_step(services, batch, step, case=case, clk=clk, units=units, handlers=handlers)
+            _plan_step(
+                services,
+                batch,
+                step,
+                case=case,
+                clk=clk,
+                units=units,
+                handlers=handlers,
+                accused=accused[case.officer_id],
+            )
     await _write(batch, conn)
     return len(batch.fired)
 

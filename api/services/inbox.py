@@ -15,6 +15,7 @@ from tortoise.expressions import Q
 from tortoise.functions import Count
 
 from api import clock
+from api.db import fits
 from api.models import Case, StaffUser, Unit
 from api.services import permissions
 from api.services.views import staff_summary
@@ -56,7 +57,11 @@ async def _filters(user: StaffUser, scope: Q, flt: InboxFilter) -> Q:
     if flt.category:
         q &= Q(category_index__contains=f"|{flt.category}|")
     if flt.unit_code:
-        unit = await Unit.get_or_none(code=flt.unit_code)
+        unit = (
+            await Unit.get_or_none(code=flt.unit_code)
+            if fits(Unit, "code", flt.unit_code)
+            else None
+        )
         if unit is None:
             raise field_error("unit", "单位不存在")
         q &= Q(handling_path__startswith=unit.path)
@@ -92,7 +97,8 @@ async def inbox(user: StaffUser, flt: InboxFilter) -> dict[str, Any]:
     unit = await Unit.get(id=user.unit_id)
     scope = permissions.case_scope(user, unit.path)
     if flt.unit_code and not (
-        await Unit.filter(code=flt.unit_code, path__startswith=unit.path).exists()
+        fits(Unit, "code", flt.unit_code)
+        and await Unit.filter(code=flt.unit_code, path__startswith=unit.path).exists()
     ):
         raise field_error("unit", "只能查看本单位及下级单位")
     rows = await _page(await _filters(user, scope, flt), flt.cursor, flt.limit)

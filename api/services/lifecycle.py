@@ -19,7 +19,7 @@ from api.services import clocks, subscriptions
 from api.services.catalog import CATEGORIES, needs_discipline, urgency_of
 from api.services.context import Services
 from api.services.outbox import enqueue_sms
-from api.services.recipients import handler_phones
+from api.services.recipients import handler_phones, leader_phone, phones_of_accused
 from api.services.routing import handling_unit_for, supervising_unit
 from api.services.timeline import record_event
 from api.texts import STATUS
@@ -95,19 +95,29 @@ async def open_case(
     event = "received" if kind == CaseKind.COMPLAINT else "bad_rating_received"
     await record_event(case, event, conn=conn, unit=unit.name)
     await tell_handlers(services, case, unit, conn)
-    if case.urgency == "urgent" and unit.leader_phone:
-        labels = "、".join(CATEGORIES[c].label for c in categories if c in CATEGORIES)
-        await enqueue_sms(
-            services,
-            phone=unit.leader_phone,
-            template="urgent_case",
-            urgent=True,
-            params={"ticket": case.ticket_no, "category": labels},
-            purpose="urgent_case",
-            case_id=case.id,
-            conn=conn,
-        )
+    if case.urgency == "urgent":
+        await _tell_leader_at_once(services, case, unit, conn)
     return case
+
+
+async def _tell_leader_at_once(
+    services: Services, case: Case, unit: Unit, conn: BaseDBAsyncClient
+) -> None:
+    """Urgent categories: the handling unit's leader hears of the case at once (12328)."""
+    leader = await leader_phone(unit, accused=await phones_of_accused(case.officer_id, conn=conn))
+    if not leader:
+        return
+    labels = "、".join(CATEGORIES[c].label for c in case.categories if c in CATEGORIES)
+    await enqueue_sms(
+        services,
+        phone=leader,
+        template="urgent_case",
+        urgent=True,
+        params={"ticket": case.ticket_no, "category": labels},
+        purpose="urgent_case",
+        case_id=case.id,
+        conn=conn,
+    )
 
 
 async def tell_handlers(
@@ -301,7 +311,9 @@ async def close_case(
     conn: BaseDBAsyncClient,
     extra_fields: tuple[str, ...] = (),
     services: Services | None = None,
+    staff_id: int | None = None,
 ) -> None:
+    """Closes the case; ``staff_id`` names the staff member who closed it (else the clock did)."""
     now = clock.now()
     case.status, case.closed_at, case.close_reason = CaseStatus.CLOSED, now, reason
     await save_case(case, conn, "status", "closed_at", "close_reason", *extra_fields)
@@ -314,7 +326,8 @@ async def close_case(
         # Closed by staff or by the clock, not by the citizen: they hear of it (订阅消息).
         await subscriptions.notify_citizen(services, case, "closed", conn=conn)
     if event:
-        await record_event(case, event, conn=conn)
+        actor = "staff" if staff_id is not None else "system"
+        await record_event(case, event, actor=actor, staff_id=staff_id, conn=conn)
 
 
 async def _start_revisit(

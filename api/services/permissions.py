@@ -78,6 +78,11 @@ for _role, _extra in {
 }.items():
     ROLES[_role] = ROLES[_role] | _extra
 
+# --- 群众监督员 (api/services/public_supervisors.py) ---------------------------------------------
+CITIZEN_APPOINT = "citizen.appoint"  # appoint or end a citizen's appointment as public supervisor
+for _role in ("city_admin", "province_admin"):
+    ROLES[_role] = ROLES[_role] | {CITIZEN_APPOINT}
+
 
 def rating_scope(user: StaffUser, unit_path: str) -> Q:
     """Ratings a staff member may see: officers of their unit's subtree, never themself."""

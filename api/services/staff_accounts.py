@@ -8,6 +8,7 @@ import unicodedata
 from tortoise.transactions import in_transaction
 
 from api import clock
+from api.db import fits
 from api.errors import Conflict, NotFound, Unauthorized
 from api.models import AuthSession, SecurityEvent, StaffUser, Unit
 from api.services import permissions
@@ -70,7 +71,11 @@ async def disable_account(admin: StaffUser, username: str) -> dict[str, object]:
     """An admin disables an account in their subtree; its sessions end at once."""
     permissions.require(admin, permissions.STAFF_MANAGE)
     admin_unit = await Unit.get(id=admin.unit_id)
-    target = await StaffUser.get_or_none(username=username).prefetch_related("unit")
+    target = (
+        await StaffUser.get_or_none(username=username).prefetch_related("unit")
+        if fits(StaffUser, "username", username)
+        else None
+    )
     if target is None or not target.unit.path.startswith(admin_unit.path):
         raise NotFound("未找到该账号", code="staff_not_found")
     if target.id == admin.id:

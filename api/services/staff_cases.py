@@ -12,7 +12,7 @@ from tortoise.transactions import in_transaction
 from api.errors import Conflict, Forbidden, NotFound
 from api.models import Case, StaffUser, Unit
 from api.schemas import ContactCreate, ExtensionCreate, ExtensionDecision, TransferCreate
-from api.services import case_actions, lifecycle, permissions
+from api.services import case_actions, extensions, lifecycle, permissions
 from api.services.audit import audit_identity_view
 from api.services.context import Services
 from api.services.views import staff_view
@@ -161,7 +161,7 @@ async def request_extension(
     services: Services, user: StaffUser, ticket_no: str, body: ExtensionCreate
 ) -> dict[str, Any]:
     async def action(case: Case, conn: BaseDBAsyncClient) -> None:
-        await case_actions.request_extension(
+        await extensions.request_extension(
             services, case, staff_id=user.id, days=body.days, reason=body.reason, conn=conn
         )
 
@@ -177,7 +177,7 @@ async def decide_extension(
         # Decided one level up: by a unit above the handling unit, never by the handling unit.
         if case.handling_path == unit.path or not case.handling_path.startswith(unit.path):
             raise Forbidden("延期申请须由上级单位审批", code="not_approving_unit")
-        await case_actions.decide_extension(
+        await extensions.decide_extension(
             services, case, approver=user, approve=body.approve, note=body.note, conn=conn
         )
 

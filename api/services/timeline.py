@@ -129,7 +129,32 @@ async def record_event(
     )
     event.hash = entry_hash(event)
     await event.save(using_db=conn)
+    await _anchor({case.id: (event.seq, event.hash)}, conn)
+    case.audit_seq, case.audit_hash = event.seq, event.hash
     return event
+
+
+async def _anchor(heads: dict[int, tuple[int, str]], conn: Conn) -> None:
+    """Stores each case's new chain head on its row, in the entries' transaction: one statement.
+
+    The values are integers and hex digests, so they are inlined (PostgreSQL and SQLite alike).
+    """
+    assert conn is not None
+    if not heads:
+        return
+    seqs = " ".join(f"WHEN {int(i)} THEN {int(seq)}" for i, (seq, _) in heads.items())
+    hashes = " ".join(f"WHEN {int(i)} THEN '{_hex(digest)}'" for i, (_, digest) in heads.items())
+    ids = ",".join(str(int(i)) for i in heads)
+    await conn.execute_query(
+        f'UPDATE "{Case._meta.db_table}" SET audit_seq = CASE id {seqs} END, '
+        f"audit_hash = CASE id {hashes} END WHERE id IN ({ids})"
+    )
+
+
+def _hex(digest: str) -> str:
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise ValueError("an audit hash is 64 lowercase hex digits")
+    return digest
 
 
 @dataclass(frozen=True)
@@ -204,6 +229,9 @@ async def record_events(events: Sequence[NewEvent], *, conn: Conn) -> list[CaseE
         heads[new.case.id] = (event.seq, event.hash)
         rows.append(event)
     await CaseEvent.bulk_create(rows, using_db=conn)
+    await _anchor({e.case_id: (e.seq, e.hash) for e in rows}, conn)
+    for new in events:
+        new.case.audit_seq, new.case.audit_hash = heads[new.case.id]
     return rows
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from api.db import fits
 from api.errors import NotFound
 from api.integrations.sms import normalize_phone
 from api.models import StaffUser, Unit
@@ -22,7 +23,7 @@ async def update_contacts(
 ) -> dict[str, Any]:
     permissions.require(user, permissions.UNIT_MANAGE)
     own = await Unit.get(id=user.unit_id)
-    unit = await Unit.get_or_none(code=code)
+    unit = await Unit.get_or_none(code=code) if fits(Unit, "code", code) else None
     if unit is None or not unit.path.startswith(own.path):
         # Outside the admin's subtree looks the same as a unit that does not exist.
         raise NotFound("未找到该单位", code="unit_not_found")

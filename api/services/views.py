@@ -122,7 +122,7 @@ async def staff_view(
         urgency=case.urgency,
         officer={"name": officer.name, "cert_no": officer.cert_no, "unit": officer.unit.name},
         reporter=_reporter(case, reveal_phone),
-        from_public_supervisor=case.from_public_supervisor,
+        from_public_supervisor=from_public_supervisor(case),
         discipline_flag=case.discipline_flag,
         criticism_flag=case.criticism_flag,
         satisfied=case.satisfied,
@@ -147,6 +147,11 @@ async def staff_view(
     return await staff_safe(case, view)  # an anonymous reporter: nothing of them, ever
 
 
+def from_public_supervisor(case: Case) -> bool:
+    # A report made anonymous after filing no longer says who — nor that a supervisor filed it.
+    return case.from_public_supervisor and not case.anonymous
+
+
 def staff_summary(case: Case) -> dict[str, Any]:
     return {
         "ticket_no": case.ticket_no,
@@ -159,4 +164,5 @@ def staff_summary(case: Case) -> dict[str, Any]:
         "next_due_at": clock.iso(case.next_due_at),
         "overdue": case.next_due_at is not None and case.next_due_at <= clock.now(),
         "content_held": case.content_status == "held",  # a flag, never the held text
+        "from_public_supervisor": from_public_supervisor(case),  # 群众监督员
     }
