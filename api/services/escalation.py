@@ -161,10 +161,28 @@ def _action(step_name: str) -> Action:
     ]
 
 
+def _lock_free_cases(case_ids: set[int], conn: BaseDBAsyncClient) -> QuerySet[Case]:
+    """The cases no one else holds, locked in id order; a case a staff action holds is skipped.
+
+    Lock order: a staff action locks its case, then changes the case's pending steps; the worker
+    has claimed steps before it gets here. Waiting for the case would be the reverse order (a
+    deadlock), so a busy case is skipped: its claimed steps stay pending, the claim ends with this
+    transaction, and the next pass fires them against what the staff action left.
+    """
+    return (
+        Case.filter(id__in=case_ids)
+        .order_by("id")
+        .select_for_update(skip_locked=True, no_key=True)
+        .using_db(conn)
+    )
+
+
 async def _fire(services: Services, step: EscalationStep, conn: BaseDBAsyncClient) -> bool:
     now = clock.now()
+    case = await _lock_free_cases({step.case_id}, conn).first()
+    if case is None:
+        return False  # a staff action holds the case: the next pass
     clk = await CaseClock.get(id=step.clock_id, using_db=conn)
-    case = await Case.get(id=step.case_id, using_db=conn)
     # The 回访 clock runs after closing: every other clock dies with the case.
     live = clk.status == ClockStatus.RUNNING and (
         case.status != CaseStatus.CLOSED or clk.kind == "revisit"
@@ -377,11 +395,13 @@ async def _write(batch: _Batch, conn: BaseDBAsyncClient) -> None:
 async def _fire_batch(
     services: Services, steps: Sequence[EscalationStep], conn: BaseDBAsyncClient
 ) -> int:
-    """Fires claimed steps together. The cases are locked first, in id order, as record_event
-    would lock them one by one: staff actions lock one case, so no lock-order deadlock."""
+    """Fires claimed steps together. Their cases are locked first, in id order, skipping those a
+    staff action holds (see _lock_free_cases): their steps wait for the next pass."""
     batch = _Batch(now=clock.now())
-    locked = Case.filter(id__in={s.case_id for s in steps}).order_by("id")
-    cases = {c.id: c for c in await locked.select_for_update(no_key=True).using_db(conn)}
+    cases = {c.id: c for c in await _lock_free_cases({s.case_id for s in steps}, conn)}
+    steps = [s for s in steps if s.case_id in cases]
+    if not steps:
+        return 0
     clock_rows = await CaseClock.filter(id__in={s.clock_id for s in steps}).using_db(conn)
     clocks = {k.id: k for k in clock_rows}
     live = [
