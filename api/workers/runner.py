@@ -14,10 +14,11 @@ import asyncio
 import logging
 import signal
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, time, timedelta
 
 from api import clock, db
 from api.redis import open_redis
+from api.services.calendar_alert import check_next_year
 from api.services.context import Services, build_context
 from api.services.escalation import fire_pass
 from api.settings import Settings, get_settings
@@ -84,6 +85,31 @@ async def run_once(services: Services) -> int:
 SENDERS_DEFER_SECONDS = 2.0
 
 
+CALENDAR_RETRY_SECONDS = 60.0
+
+
+def _seconds_to_tomorrow() -> float:
+    now = clock.to_china(clock.now())
+    tomorrow = datetime.combine(now.date() + timedelta(days=1), time(0, 5), tzinfo=now.tzinfo)
+    return (tomorrow - now).total_seconds()
+
+
+async def _calendar_loop(services: Services, stop: asyncio.Event) -> None:
+    """DOMAIN.md: "alert when next year is missing" — checked at start, then every day (every
+    minute while the alert cannot be written yet)."""
+    while not stop.is_set():
+        try:
+            done = await check_next_year(services)
+        except Exception:
+            log.exception("calendar check failed; retrying")
+            done = False
+        wait = _seconds_to_tomorrow() if done else CALENDAR_RETRY_SECONDS
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=wait)
+        except TimeoutError:
+            pass
+
+
 async def _fired_through(drained: asyncio.Event) -> None:
     try:
         await asyncio.wait_for(drained.wait(), timeout=SENDERS_DEFER_SECONDS)
@@ -115,6 +141,7 @@ async def run_until(services: Services, stop: asyncio.Event) -> None:
     drained = asyncio.Event()
     drained.set()
     await asyncio.gather(
+        _calendar_loop(services, stop),
         _fire_loop(services, stop, drained),
         _loop(services, stop, send_once, "sending", drained=drained),
         _loop(services, stop, message_once, "messaging", drained=drained),
