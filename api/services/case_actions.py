@@ -24,8 +24,6 @@ from api.services.routing import supervising_unit
 from api.services.timeline import record_event
 from api.validation import field_error
 
-MAX_TRANSFERS = 2  # DOMAIN.md: transfers are limited (default 2) and never reset the clock
-MAX_EXTENSION_DAYS = 10
 # Clocks that stop while the case waits for the citizen: the reply clocks.
 PAUSABLE = ("reply", "reply_urgent", "recheck", "bad_rating_rectify")
 EXTENDABLE = PAUSABLE
@@ -130,9 +128,11 @@ async def transfer(
     conn: BaseDBAsyncClient,
 ) -> None:
     require_status(case, CaseStatus.RECEIVED, CaseStatus.ACKNOWLEDGED)
-    if case.transfer_count >= MAX_TRANSFERS:
+    # DOMAIN.md: transfers are limited (the case's profile, default 2) and never reset the clock.
+    most = services.profile(case.sla_profile).limits.max_transfers
+    if case.transfer_count >= most:
         raise Conflict(
-            f"该案件已转办{MAX_TRANSFERS}次，不能再转办",
+            f"该案件已转办{most}次，不能再转办",
             code="transfer_limit",
             details={"status": case.status},
         )
@@ -227,8 +227,9 @@ async def request_extension(
         raise Conflict(
             "每个案件只能申请一次延期", code="extension_used", details={"status": case.status}
         )
-    if not 1 <= days <= MAX_EXTENSION_DAYS:
-        raise field_error("days", f"延期天数应为 1–{MAX_EXTENSION_DAYS} 个工作日")
+    most = services.profile(case.sla_profile).limits.max_extension_days
+    if not 1 <= days <= most:
+        raise field_error("days", f"延期天数应为 1–{most} 个工作日")
     current = await Unit.get(id=case.handling_unit_id, using_db=conn)
     above = await supervising_unit(current)
     if above.id == current.id:
