@@ -57,7 +57,7 @@ from api.models.case import CaseStatus
 from api.redis import open_redis
 from api.seed import load_units
 from api.services.context import build_context
-from api.services.escalation import due_steps, fire_due_steps
+from api.services.escalation import due_steps, fire_due_steps, upcoming_steps
 from api.settings import ROOT, Settings
 from api.workers.runner import run_once
 
@@ -983,6 +983,11 @@ def bench_settings(opts: Options, sms: FakeSmsServer, policy: Path) -> Settings:
 async def phase_idle(ctx: BenchContext, results: dict[str, Any]) -> None:
     log("idle cost: claim query plans, idle run_once, naive full scan")
     results["claim_idle"] = await explain_claim(ctx.conn, ctx.opts.batch, runs=20)
+    # The worker's other idle statement: when the next step falls due (it sleeps until then).
+    probe = upcoming_steps().values_list("due_at", flat=True)
+    results["next_due_idle"] = await explain(
+        ctx.conn, probe.sql(), "pending", clock.now(), 1, runs=20
+    )
     results["run_once_idle"] = await measure_run_once(ctx.settings)
     results["naive"] = await measure_naive(ctx.conn)
     claim_ms = results["claim_idle"]["custom"]["execution_ms_median"]
@@ -1278,6 +1283,11 @@ def report_lines(r: dict[str, Any]) -> list[str]:
         (
             f"claim with {b1['steps']:,} due (ties)",
             f"{cl['custom']['execution_ms_median']} ms, {' → '.join(cl['custom']['nodes'])}",
+        ),
+        (
+            "idle next-due probe",
+            f"{r['next_due_idle']['execution_ms_median']} ms median, "
+            f"{' → '.join(r['next_due_idle']['nodes'])}",
         ),
         ("idle run_once pass", f"{r['run_once_idle']['ms_median']} ms median"),
         (

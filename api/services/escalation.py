@@ -467,10 +467,15 @@ class Pass:
     next_due: datetime | None = None
 
 
+def upcoming_steps() -> QuerySet[EscalationStep]:
+    """Pending steps still to come, earliest first (the claim index serves it)."""
+    after = EscalationStep.filter(status=StepStatus.PENDING, due_at__gt=clock.now())
+    return after.order_by("due_at").limit(1)
+
+
 async def next_due_at(conn: BaseDBAsyncClient | None = None) -> datetime | None:
     """The earliest pending step still to come: one probe of the claim index."""
-    after = EscalationStep.filter(status=StepStatus.PENDING, due_at__gt=clock.now())
-    found = await column(after.order_by("due_at").limit(1).using_db(conn), "due_at")
+    found = await column(upcoming_steps().using_db(conn), "due_at")
     return found[0] if found else None
 
 

@@ -82,7 +82,7 @@ async def run_once(services: Services) -> int:
 # batch), the send loops wait for it — at most this long, so they are never starved — instead of
 # taking the event loop and the database from it. A burst is fired at database speed; its SMS
 # follow a moment later (scripts/bench-sla: firing lag is the target, delivery comes after).
-SENDERS_DEFER_SECONDS = 2.0
+SENDERS_DEFER_SECONDS = 5.0
 
 
 CALENDAR_RETRY_SECONDS = 60.0
