@@ -181,3 +181,37 @@ async def test_escalation_sms_keep_the_quiet_hours_of_the_cases_own_profile(
     default = await SmsOutbox.filter(case__ticket_no=day, purpose="acknowledge:due")
     assert own and all(r.next_attempt_at == at("2025-03-03 23:00") for r in own)
     assert default and all(r.next_attempt_at == at("2025-03-04 07:00") for r in default)
+
+
+async def test_a_throttled_routine_sms_retries_within_its_cases_quiet_hours(
+    client: httpx.AsyncClient, services: Services, sms_fake: FakeSmsServer
+) -> None:
+    clock.freeze(at("2025-03-03 19:50"))
+    world = await make_world()
+    night = await _file(client, world.card.code, ["RUDE"])
+    day = await _file(client, world.card.code, ["RUDE"])
+    services.profiles["no-quiet"] = replace(
+        services.policy,
+        name="no-quiet",
+        quiet_hours=QuietHours(enabled=False, start=time(22), end=time(7)),
+    )
+    services.settings.sms_digest_seconds = 0
+    try:
+        await Case.filter(ticket_no=night).update(sla_profile="no-quiet")
+        clock.freeze(at("2025-03-03 21:59:50"))  # the 签收 deadlines fell at 21:50
+        while (await fire_pass(services)).claimed:
+            pass
+        rows = await SmsOutbox.filter(purpose="acknowledge:due").count()
+        sms_fake.fail_next("isv.BUSINESS_LIMIT_CONTROL", times=rows)
+        while await send_due_sms(services, limit=50):
+            pass
+    finally:
+        del services.profiles["no-quiet"]
+        services.settings.sms_digest_seconds = 300
+    own = await SmsOutbox.filter(case__ticket_no=night, purpose="acknowledge:due")
+    default = await SmsOutbox.filter(case__ticket_no=day, purpose="acknowledge:due")
+    assert own and default
+    for row in own:  # retried after the backoff (15–18 s), at night: its profile has no quiet hours
+        assert row.status == "pending" and row.attempts == 1
+        assert at("2025-03-03 22:00") <= row.next_attempt_at < at("2025-03-03 22:01")
+    assert all(r.next_attempt_at == at("2025-03-04 07:00") for r in default)
