@@ -460,7 +460,7 @@ async def _fire_together(services: Services, steps: list[EscalationStep]) -> int
 
 @dataclass(frozen=True)
 class Pass:
-    claimed: int  # steps taken off the due list (fired, or cancelled with their clock)
+    claimed: int  # due steps claimed: fired, cancelled with their clock, or left for a busy case
     fired: int
     # After a pass that emptied the due list: when the next pending step falls due (the worker
     # wakes then rather than at its next poll), None if nothing is pending.
