@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, cast
 
 import asyncpg
 from tortoise import Tortoise, connections
+from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.migrations.autodetector import MigrationAutodetector
 from tortoise.migrations.executor import MigrationExecutor
 from tortoise.migrations.writer import MigrationWriter
@@ -85,3 +87,50 @@ def fits(model: type[Model], field: str, value: str) -> bool:
 async def column(query: QuerySet[Any], name: str) -> list[Any]:
     """One column of a query as a plain list (``values_list(flat=True)``, typed)."""
     return cast(list[Any], await query.values_list(name, flat=True))
+
+
+_INSERTS: dict[tuple[str, str], tuple[list[str], str]] = {}
+
+
+def _insert_statement(model: type[Model], conn: BaseDBAsyncClient) -> tuple[list[str], str]:
+    key = (conn.connection_name, model._meta.db_table)
+    if key not in _INSERTS:
+        executor = conn.executor_class(model=model, db=conn)
+        names = [
+            name
+            for name in model._meta.fields_db_projection
+            if not model._meta.fields_map[name].generated
+        ]
+        columns = [model._meta.fields_db_projection[name] for name in names]
+        query = executor._prepare_insert_statement(columns, has_generated=False)
+        _INSERTS[key] = (names, query.get_sql())
+    return _INSERTS[key]
+
+
+async def insert_rows(
+    model: type[Model], rows: Sequence[dict[str, Any]], conn: BaseDBAsyncClient
+) -> None:
+    """``bulk_create`` without model instances: the same INSERT and the same per-field value
+    conversion, from plain dicts (missing fields take their defaults). Building a Tortoise
+    instance per row costs more than the INSERT itself in a burst of escalations
+    (scripts/bench-sla)."""
+    if not rows:
+        return
+    names, sql = _insert_statement(model, conn)
+    fields = [model._meta.fields_map[name] for name in names]
+    defaults = [f.default() if callable(f.default) else f.default for f in fields]
+    columns = list(zip(names, fields, defaults, strict=True))
+    values = [
+        [
+            # Text, integers, booleans and NULL go as they are; the rest (JSON, datetimes) through
+            # the field's own conversion, as bulk_create does.
+            value if value is None or type(value) in _PLAIN else field.to_db_value(value, model)
+            for name, field, default in columns
+            for value in (row.get(name, default),)
+        ]
+        for row in rows
+    ]
+    await conn.execute_many(sql, values)
+
+
+_PLAIN = (str, int, bool)

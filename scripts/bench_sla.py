@@ -2,7 +2,7 @@
 
     scripts/bench-sla [--cases 1000000] [--due 10000] [--poll 0.5] [--keep]
 
-Builds a throw-away PostgreSQL database (``pingyi_bench``) with set-based SQL, then measures on
+Builds a throw-away PostgreSQL database (``pingyi_bench_<pid>_<time>``, this run's own) with set-based SQL, then measures on
 the real thing — ``python -m api.workers`` subprocesses against PostgreSQL, Redis and the local
 Dysmsapi fake:
 
@@ -57,12 +57,14 @@ from api.models.case import CaseStatus
 from api.redis import open_redis
 from api.seed import load_units
 from api.services.context import build_context
-from api.services.escalation import due_steps, fire_due_steps
+from api.services.escalation import due_steps, fire_due_steps, upcoming_steps
 from api.settings import ROOT, Settings
 from api.workers.runner import run_once
 
-BENCH_DB = "pingyi_bench"
-REDIS_PREFIX = "pingyi-bench:"
+# Unique per run: two runs at once (other worktrees, CI) never drop each other's database or keys.
+RUN_ID = f"{os.getpid()}_{int(time.time())}"
+BENCH_DB = f"pingyi_bench_{RUN_ID}"
+REDIS_PREFIX = f"pingyi-bench-{RUN_ID}:"
 SMS_KEY, SMS_SECRET = "pingyi-bench-key", "pingyi-bench-secret"
 CHUNK = 100_000  # cases per INSERT … SELECT (progress is printed per chunk)
 CITIZENS = 1_000
@@ -333,8 +335,7 @@ async def secondary_indexes(conn: asyncpg.Connection) -> list[SecondaryIndex]:
 async def create_database(opts: Options) -> None:
     admin = await asyncpg.connect(dsn(opts.base_url, "postgres"))
     try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
-        await admin.execute(f'CREATE DATABASE "{BENCH_DB}"')
+        await admin.execute(f'CREATE DATABASE "{BENCH_DB}"')  # a name of this run only
     finally:
         await admin.close()
 
@@ -982,6 +983,11 @@ def bench_settings(opts: Options, sms: FakeSmsServer, policy: Path) -> Settings:
 async def phase_idle(ctx: BenchContext, results: dict[str, Any]) -> None:
     log("idle cost: claim query plans, idle run_once, naive full scan")
     results["claim_idle"] = await explain_claim(ctx.conn, ctx.opts.batch, runs=20)
+    # The worker's other idle statement: when the next step falls due (it sleeps until then).
+    probe = upcoming_steps().values_list("due_at", flat=True)
+    results["next_due_idle"] = await explain(
+        ctx.conn, probe.sql(), "pending", clock.now(), 1, runs=20
+    )
     results["run_once_idle"] = await measure_run_once(ctx.settings)
     results["naive"] = await measure_naive(ctx.conn)
     claim_ms = results["claim_idle"]["custom"]["execution_ms_median"]
@@ -1030,7 +1036,10 @@ async def phase_profile(ctx: BenchContext, results: dict[str, Any]) -> None:
         "steps": size,
         "fired": fired,
         "ms_per_step": round(elapsed * 1000 / max(fired, 1), 2),
-        "statements_per_step": round(counter.count / max(fired, 1), 1),
+        # A whole batch takes about ten statements: per step that is a few hundredths, which
+        # one decimal place printed as 0.0. Both figures, unrounded enough to read.
+        "statements": counter.count,
+        "statements_per_step": round(counter.count / max(fired, 1), 4),
         "note": "in-process, one batch, no other worker; savepoint/commit statements not counted",
     }
     log(f"  profile: {results['fire_profile']}")
@@ -1237,7 +1246,8 @@ def report_lines(r: dict[str, Any]) -> list[str]:
         (
             "fire cost per step (in-process batch)",
             f"{r['fire_profile']['ms_per_step']} ms, "
-            f"{r['fire_profile']['statements_per_step']} SQL statements",
+            f"{r['fire_profile']['statements_per_step']} SQL statements "
+            f"({r['fire_profile']['statements']} for a batch of {r['fire_profile']['steps']})",
         ),
         ("database size", mb(s["database_bytes"])),
         (
@@ -1273,6 +1283,11 @@ def report_lines(r: dict[str, Any]) -> list[str]:
         (
             f"claim with {b1['steps']:,} due (ties)",
             f"{cl['custom']['execution_ms_median']} ms, {' → '.join(cl['custom']['nodes'])}",
+        ),
+        (
+            "idle next-due probe",
+            f"{r['next_due_idle']['execution_ms_median']} ms median, "
+            f"{' → '.join(r['next_due_idle']['nodes'])}",
         ),
         ("idle run_once pass", f"{r['run_once_idle']['ms_median']} ms median"),
         (

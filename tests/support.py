@@ -12,6 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import httpx
+from tortoise import connections
 
 from api import clock
 from api.models import Card, Citizen, Officer, StaffUser, Unit
@@ -249,3 +250,50 @@ class WorkerZygote:
             except (OSError, subprocess.TimeoutExpired):
                 self._proc.kill()  # its workers die with it (PR_SET_PDEATHSIG)
                 self._proc.wait(timeout=5)
+
+
+# --- many cases at once, set-based (tests/test_workers.py) ---------------------------------------
+
+
+async def _columns(table: str) -> list[str]:
+    conn = connections.get("default")
+    rows = await conn.execute_query_dict(
+        "SELECT column_name FROM information_schema.columns "
+        "WHERE table_name = $1 AND column_name <> 'id' ORDER BY ordinal_position",
+        [table],
+    )
+    return [str(r["column_name"]) for r in rows]
+
+
+async def clone_case(ticket_no: str, count: int) -> list[int]:
+    """``count`` copies of a filed case with its clocks and steps, in three INSERT … SELECT
+    statements (a thousand cases in well under a second); the ids of the copies."""
+    conn = connections.get("default")
+    case_cols = [c for c in await _columns("case") if c != "ticket_no"]
+    clock_cols = [c for c in await _columns("case_clock") if c != "case_id"]
+    step_cols = [c for c in await _columns("escalation_step") if c not in ("case_id", "clock_id")]
+    quoted = ", ".join(f'"{c}"' for c in case_cols)
+    rows = await conn.execute_query_dict(
+        f'INSERT INTO "case" (ticket_no, {quoted}) '
+        f"SELECT left(ticket_no, 8) || lpad(g::text, 8, '0'), {quoted} "
+        f'FROM "case", generate_series(1, $2) g WHERE ticket_no = $1 RETURNING id',
+        [ticket_no, count],
+    )
+    ids = [int(r["id"]) for r in rows]
+    k_cols = ", ".join(f'k."{c}"' for c in clock_cols)
+    await conn.execute_query(
+        f"INSERT INTO case_clock (case_id, {', '.join(clock_cols)}) "
+        f'SELECT c.id, {k_cols} FROM "case" c, case_clock k '
+        f'JOIN "case" t ON t.id = k.case_id AND t.ticket_no = $1 WHERE c.id = ANY($2::int[])',
+        [ticket_no, ids],
+    )
+    s_cols = ", ".join(f's."{c}"' for c in step_cols)
+    await conn.execute_query(
+        f"INSERT INTO escalation_step (case_id, clock_id, {', '.join(step_cols)}) "
+        f"SELECT n.case_id, n.id, {s_cols} FROM case_clock n "
+        f"JOIN case_clock k ON k.kind = n.kind "
+        f'JOIN "case" t ON t.id = k.case_id AND t.ticket_no = $1 '
+        f"JOIN escalation_step s ON s.clock_id = k.id WHERE n.case_id = ANY($2::int[])",
+        [ticket_no, ids],
+    )
+    return ids

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import tomllib
 
 import httpx
 import pytest
@@ -11,7 +12,7 @@ from api import clock
 from api.models import Case, CaseClock
 from api.services.context import Services
 from api.settings import ROOT
-from api.sla.policy import load_policy, load_profiles
+from api.sla.policy import CaseLimits, load_policy, load_profiles, parse_policy
 from tests.support import at, citizen_token, make_world, staff_token
 
 
@@ -101,3 +102,52 @@ def test_policy_rejects_bad_units() -> None:
     with pytest.raises(ValueError, match="unknown time unit"):
         parse_policy(raw)
     assert dataclasses.is_dataclass(load_policy(ROOT / "config" / "sla.toml"))
+
+
+def test_case_limits_come_from_the_profile() -> None:
+    profiles = load_profiles(ROOT / "config")
+    for profile in profiles.values():
+        assert (profile.limits.max_extension_days, profile.limits.max_transfers) == (10, 2)
+    raw = tomllib.loads((ROOT / "config" / "sla.toml").read_text())
+    raw["limits"] = {"max_extension_days": 15}
+    assert parse_policy(raw).limits == CaseLimits(max_extension_days=15, max_transfers=2)
+    del raw["limits"]
+    assert parse_policy(raw).limits == CaseLimits()  # DOMAIN.md defaults: 10 and 2
+    raw["limits"] = {"max_transfers": -1}
+    with pytest.raises(ValueError, match="limits"):
+        parse_policy(raw)
+
+
+async def test_a_cases_profile_limits_its_extension_and_transfers(
+    client: httpx.AsyncClient, services: Services
+) -> None:
+    clock.freeze(at("2025-03-03 10:00"))
+    world = await make_world()
+    headers = await citizen_token(client)
+    body = {"card_code": world.card.code, "categories": ["RUDE"], "description": "态度恶劣。"}
+    ticket = (await client.post("/api/v1/complaints", json=body, headers=headers)).json()[
+        "ticket_no"
+    ]
+    tight = dataclasses.replace(
+        services.policy, name="tight", limits=CaseLimits(max_extension_days=5, max_transfers=1)
+    )
+    services.profiles["tight"] = tight
+    try:
+        await Case.filter(ticket_no=ticket).update(sla_profile="tight")
+        county = await staff_token(client, "county-430102")
+        tianxin = await staff_token(client, "county-430103")
+        url = f"/api/v1/staff/complaints/{ticket}"
+        move = {"unit_code": "430103", "reason": "属天心区管辖"}
+        assert (await client.post(f"{url}/transfer", json=move, headers=county)).status_code == 200
+        back = {"unit_code": "430102", "reason": "退回原单位"}
+        res = await client.post(f"{url}/transfer", json=back, headers=tianxin)
+        assert res.status_code == 409 and res.json()["error"]["code"] == "transfer_limit"
+        assert "1次" in res.json()["error"]["message"]
+        await client.post(f"{url}/acknowledge", headers=tianxin)
+        long = {"days": 6, "reason": "需调取外地执法记录"}
+        res = await client.post(f"{url}/extension", json=long, headers=tianxin)
+        assert res.status_code == 422 and "1–5" in str(res.json())
+        res = await client.post(f"{url}/extension", json={**long, "days": 5}, headers=tianxin)
+        assert res.status_code == 200, res.text
+    finally:
+        del services.profiles["tight"]

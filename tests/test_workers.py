@@ -6,6 +6,8 @@ import asyncio
 import os
 import subprocess
 import sys
+from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 
 from api import clock
@@ -14,11 +16,12 @@ from api.models import Citizen, EscalationStep, SmsOutbox
 from api.models.outbox import OutboxStatus
 from api.schemas import ComplaintCreate
 from api.services import citizen_cases
+from api.services.calendar_alert import year_known
 from api.services.context import Services
 from api.services.escalation import due_steps
 from api.settings import ROOT
 from tests.conftest import REDIS_PREFIX, REDIS_URL, SMS_KEY, SMS_SECRET
-from tests.support import at, make_world
+from tests.support import at, clone_case, file_cases, make_world
 
 CASES = 30
 
@@ -31,7 +34,9 @@ def _policy_without_quiet_hours(tmp_path: Path) -> Path:
     return path
 
 
-def _worker(database_url: str, sms: FakeSmsServer, policy: Path) -> subprocess.Popen[bytes]:
+def _worker(
+    database_url: str, sms: FakeSmsServer, policy: Path, *, batch: int = 20
+) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "PINGYI_ENVIRONMENT": "test",
@@ -44,7 +49,7 @@ def _worker(database_url: str, sms: FakeSmsServer, policy: Path) -> subprocess.P
         "PINGYI_SMS_ACCESS_KEY_SECRET": SMS_SECRET,
         "PINGYI_SLA_POLICY": str(policy),
         "PINGYI_WORKER_POLL_SECONDS": "0.2",
-        "PINGYI_WORKER_BATCH": "20",
+        "PINGYI_WORKER_BATCH": str(batch),
         # One SMS per reminder here: digests are covered by tests/test_faults.py.
         "PINGYI_SMS_DIGEST_SECONDS": "0",
     }
@@ -101,9 +106,74 @@ async def test_two_workers_fire_each_step_once(
     assert len({(r.step_id, r.phone) for r in rows}) == len(rows)
     assert all(r.status == OutboxStatus.SENT and r.attempts == 1 for r in rows)
     everything = await SmsOutbox.all()  # the escalations, and each case's new-case notice
-    assert len(everything) == len(rows) + CASES
+    # The workers run on today's date: a missing calendar for next year is alerted, once.
+    alerts = [r for r in everything if r.template == "calendar_alert"]
+    assert len(alerts) == (0 if await year_known(clock.now().year + 1) else 1)
+    assert len(everything) == len(rows) + CASES + len(alerts)
     assert all(r.status == OutboxStatus.SENT and r.attempts == 1 for r in everything)
     assert sorted(m["out_id"] for m in sms_fake.received) == sorted(r.out_id for r in everything)
+
+
+BURST = 1_000
+
+
+async def test_two_workers_fire_a_thousand_cases_breaching_at_once_exactly_once(
+    services: Services, sms_fake: FakeSmsServer, tmp_path: Path
+) -> None:
+    """Issue 3: 1,000 cases whose 签收 deadlines fall at the same instant, with two worker
+    processes running: every due step fires once, one outbox row per (step, phone), and the
+    provider receives each OutId once."""
+    services.settings.notify_new_cases = False
+    try:
+        world = await make_world()
+        # On the real clock: received 2 h minus a lead ago, so the deadlines fall just after the
+        # workers are up (the warnings before them are long due and fire late, without SMS).
+        lead = timedelta(seconds=8)
+        received = clock.now() - timedelta(hours=2) + lead
+        clock.freeze(received)
+        (ticket,) = await file_cases(services, world, 1)
+        await clone_case(ticket, BURST - 1)
+        clock.reset()
+    finally:
+        services.settings.notify_new_cases = True
+    deadline = received + timedelta(hours=2)
+    # The warnings fired in their time, as they would have (their SMS are not this test's).
+    warned = EscalationStep.filter(step__startswith="warn_", clock__kind="acknowledge")
+    await warned.update(status="fired", fired_at=received + timedelta(hours=1))
+    due = EscalationStep.filter(due_at__lte=deadline, status="pending")
+    steps = await due.count()
+    assert steps == BURST  # the deadline of each 签收 clock, all at the same instant
+
+    database_url = services.settings.database_url
+    policy = _policy_without_quiet_hours(tmp_path)
+    workers = [_worker(database_url, sms_fake, policy, batch=500) for _ in range(2)]
+    try:
+        await asyncio.sleep(max(0.0, (deadline - clock.now()).total_seconds()))
+        for _ in range(600):
+            await asyncio.sleep(0.2)
+            if await _settled():
+                break
+        assert all(w.poll() is None for w in workers), "a worker died"
+    finally:
+        for w in workers:
+            w.terminate()
+        for w in workers:
+            w.wait(timeout=20)
+
+    assert await _settled()
+    at_deadline = EscalationStep.filter(status="fired", due_at=deadline, fired_at__gte=deadline)
+    assert await at_deadline.count() == steps
+    assert await EscalationStep.filter(status="cancelled").count() == 0
+    assert await EscalationStep.filter(fired_at__isnull=False, status="pending").count() == 0
+    rows = await SmsOutbox.exclude(template="calendar_alert")  # next year's, if missing
+    # At the deadline: the 大队's leader and the 支队's, one row each per case, nothing else.
+    assert {r.purpose for r in rows} == {"acknowledge:due"}
+    assert len(rows) == BURST * 2
+    assert len({(r.step_id, r.phone) for r in rows}) == len(rows)
+    assert all(r.status == OutboxStatus.SENT and r.attempts == 1 for r in rows)
+    received_ids = Counter(m["out_id"] for m in sms_fake.received)
+    assert set(received_ids.values()) == {1}
+    assert set(received_ids) == {r.out_id for r in await SmsOutbox.all()}
 
 
 async def test_worker_stops_on_sigterm(

@@ -150,6 +150,109 @@ def test_next_working_moment(t: datetime) -> None:
     assert moment == t or moment.time() in (time(8, 30), time(14, 30))
 
 
+# --- the same properties on a fallback year and with the admin's override rows ----------------
+#
+# 2027 is unknown to chinesecalendar 1.11.0: Monday–Friday is used (and the year reported once
+# per calendar). Overrides are drawn afresh per example, across 2025–2027, so they land on
+# holidays, 调休 Saturdays, fallback weekdays and year ends alike. Working-day additivity is
+# asserted, as above and as the module documents it, only for a whole first amount: a result in
+# the middle of a day counts as that whole day, so ``add(add(t, 0.5), 0.5)`` need not equal
+# ``add(t, 1)``.
+
+fallback_moments = st.datetimes(
+    min_value=datetime(2027, 1, 1),
+    max_value=datetime(2027, 11, 30, 23, 59, 59),
+    timezones=st.just(SHANGHAI),
+)
+override_rows = st.dictionaries(
+    st.dates(date(2025, 1, 1), date(2027, 12, 31)), st.booleans(), max_size=40
+)
+
+
+def _quiet(year: int) -> None:
+    """The unknown-year hook; the alert itself is tested in tests/test_calendar_gap.py."""
+
+
+def _calendar(overrides: dict[date, bool]) -> WorkCalendar:
+    return WorkCalendar(overrides=overrides, on_unknown_year=_quiet)
+
+
+FALLBACK = _calendar({})
+calendars = st.one_of(
+    st.tuples(st.just(FALLBACK), fallback_moments),
+    st.tuples(override_rows.map(_calendar), st.one_of(moments, fallback_moments)),
+)
+
+
+@PROPERTY
+@given(case=calendars, unit=st.sampled_from(WORKING), data=st.data())
+def test_other_calendars_monotonic(
+    case: tuple[WorkCalendar, datetime], unit: str, data: st.DataObject
+) -> None:
+    cal, t = case
+    x, y = data.draw(amount_pair(unit))
+    assert add(t, x, unit, cal) <= add(t, y, unit, cal)
+    later = t + timedelta(minutes=data.draw(st.integers(0, 60 * 24 * 20)))
+    assert add(t, x, unit, cal) <= add(later, x, unit, cal)
+
+
+@PROPERTY
+@given(case=calendars, x=hours, y=hours)
+def test_other_calendars_working_hours_additive(
+    case: tuple[WorkCalendar, datetime], x: float, y: float
+) -> None:
+    cal, t = case
+    unit = "working_hours"
+    assert add(add(t, x, unit, cal), y, unit, cal) == add(t, x + y, unit, cal)
+
+
+@PROPERTY
+@given(case=calendars, x=whole_days, y=days)
+def test_other_calendars_working_days_additive_for_a_whole_first_amount(
+    case: tuple[WorkCalendar, datetime], x: float, y: float
+) -> None:
+    cal, t = case
+    unit = "working_days"
+    assert add(add(t, x, unit, cal), y, unit, cal) == add(t, x + y, unit, cal)
+
+
+@PROPERTY
+@given(case=calendars, unit=st.sampled_from(WORKING), data=st.data())
+def test_other_calendars_between_agrees_with_add(
+    case: tuple[WorkCalendar, datetime], unit: str, data: st.DataObject
+) -> None:
+    cal, t = case
+    x = data.draw(AMOUNTS[unit])
+    end = add(t, x, unit, cal)
+    assert working_time_between(t, end, unit, cal) == x
+    other = t + timedelta(minutes=data.draw(st.integers(-60 * 24 * 30, 60 * 24 * 30)))
+    a, b = sorted((t, other))
+    counted = working_time_between(a, b, unit, cal)
+    assert counted >= 0 and working_time_between(b, a, unit, cal) == -counted
+    assert add(a, counted, unit, cal) <= b
+
+
+@PROPERTY
+@given(case=calendars, n=st.integers(1, 12))
+def test_other_calendars_whole_days_end_at_close_of_nth_workday(
+    case: tuple[WorkCalendar, datetime], n: int
+) -> None:
+    cal, t = case
+    end = add(t, n, "working_days", cal)
+    assert end.time() == time(17, 30) and cal.is_workday(end.date())
+    span = (end.date() - t.date()).days
+    counted = [t.date() + timedelta(days=i) for i in range(1, span + 1)]
+    assert sum(cal.is_workday(d) for d in counted) == n
+    assert in_office(add(t, n / 2 + 1 / 16, "working_hours", cal), cal)
+
+
+def test_fallback_year_is_monday_to_friday_and_overrides_win() -> None:
+    assert [FALLBACK.is_workday(date(2027, 3, d)) for d in range(1, 8)] == [True] * 5 + [False] * 2
+    cal = _calendar({date(2027, 3, 6): True, date(2027, 3, 3): False})  # a Saturday, a Wednesday
+    assert add(at(2027, 3, 2, 10), 2, "working_days", cal) == at(2027, 3, 5, 17, 30)
+    assert add(at(2027, 3, 4, 10), 2, "working_days", cal) == at(2027, 3, 6, 17, 30)
+
+
 # --- office hours at their edges -------------------------------------------------------------
 
 

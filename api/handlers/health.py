@@ -6,6 +6,7 @@ from sanic.response import HTTPResponse, json
 from tortoise import connections
 
 from api.handlers.common import services
+from api.services import calendar_alert
 
 bp = Blueprint("health")
 
@@ -16,6 +17,12 @@ async def healthz(request: Request) -> HTTPResponse:
     await connections.get("default").execute_query("SELECT 1")
     await ctx.redis.ping()
     details = {"database": "ok", "redis": "ok", "sla_profile": ctx.policy.name}
-    if ctx.unknown_years:
-        details["calendar_unknown_years"] = sorted(ctx.unknown_years)  # type: ignore[assignment]
+    # From the database (any process may have found the gap), and what this process saw.
+    gaps = await calendar_alert.open_gaps()
+    unknown = {g.year for g in gaps} | ctx.unknown_years
+    if unknown:
+        details["calendar_unknown_years"] = sorted(unknown)  # type: ignore[assignment]
+        details["calendar_alerts"] = {  # type: ignore[assignment]
+            str(g.year): "queued" if g.alerted_at else "waiting" for g in gaps
+        }
     return json({"status": "ok", "details": details})

@@ -13,6 +13,17 @@ class Migration(migrations.Migration):
 
     operations = [
         ops.CreateModel(
+            name='CalendarGap',
+            fields=[
+                ('id', fields.IntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ('year', fields.IntField(unique=True)),
+                ('detected_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+                ('alerted_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
+            ],
+            options={'table': 'calendar_gap', 'app': 'models', 'pk_attr': 'id', 'table_description': 'A year the official calendar (chinesecalendar) does not know, found by the daily check or'},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
             name='CalendarOverride',
             fields=[
                 ('id', fields.IntField(generated=True, primary_key=True, unique=True, db_index=True)),

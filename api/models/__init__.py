@@ -1,7 +1,7 @@
 """Tortoise models, one module per aggregate."""
 
 from api.models.auth import AuthSession
-from api.models.calendar import CalendarOverride
+from api.models.calendar import CalendarGap, CalendarOverride
 from api.models.case import Case, CaseEvent
 from api.models.citizen import Citizen, PublicSupervisorChange
 from api.models.clock import CaseClock, EscalationStep
@@ -37,6 +37,7 @@ MODEL_MODULES = [
 __all__ = [
     "MODEL_MODULES",
     "AuthSession",
+    "CalendarGap",
     "CalendarOverride",
     "Card",
     "Case",

@@ -182,7 +182,8 @@ class EscalateCreate(Strict):
 
 
 class ExtensionCreate(Strict):
-    days: int = Field(strict=True, ge=1, le=10)
+    # The most days is the case's profile's (config/sla*.toml [limits]), checked by the service.
+    days: int = Field(strict=True, ge=1)
     reason: Reason
 
 

@@ -23,7 +23,6 @@ from api.services.routing import supervising_unit
 from api.services.timeline import record_event
 from api.validation import field_error
 
-MAX_TRANSFERS = 2  # DOMAIN.md: transfers are limited (default 2) and never reset the clock
 # Clocks that stop while the case waits for the citizen: the reply clocks.
 PAUSABLE = ("reply", "reply_urgent", "recheck", "bad_rating_rectify")
 WORKING = (CaseStatus.ACKNOWLEDGED, CaseStatus.RECHECKING)
@@ -127,9 +126,11 @@ async def transfer(
     conn: BaseDBAsyncClient,
 ) -> None:
     require_status(case, CaseStatus.RECEIVED, CaseStatus.ACKNOWLEDGED)
-    if case.transfer_count >= MAX_TRANSFERS:
+    # DOMAIN.md: transfers are limited (the case's profile, default 2) and never reset the clock.
+    most = services.profile(case.sla_profile).limits.max_transfers
+    if case.transfer_count >= most:
         raise Conflict(
-            f"该案件已转办{MAX_TRANSFERS}次，不能再转办",
+            f"该案件已转办{most}次，不能再转办",
             code="transfer_limit",
             details={"status": case.status},
         )

@@ -46,7 +46,7 @@ class Services:
     # Unknown-year admin alert: years noted and not settled, the task settling each, and when a
     # year whose alert could not be written (no province phone, Redis down) may be tried again.
     _alerts_due: set[int] = field(default_factory=set)
-    _alert_tasks: dict[int, asyncio.Task[None]] = field(default_factory=dict)
+    _alert_tasks: dict[int, asyncio.Task[bool]] = field(default_factory=dict)
     _alert_retry_at: dict[int, float] = field(default_factory=dict)
 
     def profile(self, name: str) -> SlaPolicy:
@@ -106,7 +106,7 @@ class Services:
             self._alert_tasks[year] = task
             task.add_done_callback(self._alert_done)
 
-    def _alert_done(self, task: asyncio.Task[None]) -> None:
+    def _alert_done(self, task: asyncio.Task[bool]) -> None:
         for year, running in list(self._alert_tasks.items()):
             if running is task:
                 del self._alert_tasks[year]

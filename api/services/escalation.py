@@ -13,6 +13,7 @@ from tortoise.queryset import QuerySet
 from tortoise.transactions import in_transaction
 
 from api import clock
+from api.db import column, insert_rows
 from api.integrations.sms import clamp_params
 from api.models import Case, CaseClock, EscalationStep, SmsOutbox, StaffUser, Unit
 from api.models.case import CaseStatus
@@ -65,6 +66,7 @@ async def _notify(
             params=_sms_params(case, clk, unit),
             purpose=f"{clk.kind}:{step.step}",
             urgent=case.urgency == "urgent",
+            policy=services.profile(case.sla_profile),
             case_id=case.id,
             step_id=step.id,
             conn=conn,
@@ -173,10 +175,28 @@ def _action(step_name: str) -> Action:
     ]
 
 
+def _lock_free_cases(case_ids: set[int], conn: BaseDBAsyncClient) -> QuerySet[Case]:
+    """The cases no one else holds, locked in id order; a case a staff action holds is skipped.
+
+    Lock order: a staff action locks its case, then changes the case's pending steps; the worker
+    has claimed steps before it gets here. Waiting for the case would be the reverse order (a
+    deadlock), so a busy case is skipped: its claimed steps stay pending, the claim ends with this
+    transaction, and the next pass fires them against what the staff action left.
+    """
+    return (
+        Case.filter(id__in=case_ids)
+        .order_by("id")
+        .select_for_update(skip_locked=True, no_key=True)
+        .using_db(conn)
+    )
+
+
 async def _fire(services: Services, step: EscalationStep, conn: BaseDBAsyncClient) -> bool:
     now = clock.now()
+    case = await _lock_free_cases({step.case_id}, conn).first()
+    if case is None:
+        return False  # a staff action holds the case: the next pass
     clk = await CaseClock.get(id=step.clock_id, using_db=conn)
-    case = await Case.get(id=step.case_id, using_db=conn)
     # The 回访 clock runs after closing: every other clock dies with the case.
     live = clk.status == ClockStatus.RUNNING and (
         case.status != CaseStatus.CLOSED or clk.kind == "revisit"
@@ -235,7 +255,7 @@ class _Batch:
     cancelled: list[int] = field(default_factory=list)
     breached_clocks: list[int] = field(default_factory=list)
     criticised_cases: list[int] = field(default_factory=list)
-    sms: list[SmsOutbox] = field(default_factory=list)
+    sms: list[dict[str, object]] = field(default_factory=list)  # outbox rows (insert_rows)
     events: list[NewEvent] = field(default_factory=list)
 
 
@@ -318,23 +338,26 @@ def _sms_rows(
     unit: Unit,
 ) -> None:
     """The outbox rows enqueue_sms would write, one per distinct phone."""
-    now = clock.now()
+    now = batch.now
     urgent = case.urgency == "urgent"
-    send_at = now if urgent else after_quiet_hours(now, services.policy.quiet_hours)
+    # Quiet hours of the case's own profile (a case keeps the profile it was opened under).
+    quiet = services.profile(case.sla_profile).quiet_hours
+    send_at = now if urgent else after_quiet_hours(now, quiet)
+    params = clamp_params(_sms_params(case, clk, unit))
     for phone in dict.fromkeys(p for p in phones if p):
         batch.sms.append(
-            SmsOutbox(
-                phone=phone,
-                template=template,
-                params=clamp_params(_sms_params(case, clk, unit)),
-                purpose=f"{clk.kind}:{step.step}",
-                urgent=urgent,
-                case_id=case.id,
-                step_id=step.id,
-                next_attempt_at=send_at,
-                out_id=new_out_id(),
-                created_at=now,
-            )
+            {
+                "phone": phone,
+                "template": template,
+                "params": params,
+                "purpose": f"{clk.kind}:{step.step}",
+                "urgent": urgent,
+                "case_id": case.id,
+                "step_id": step.id,
+                "next_attempt_at": send_at,
+                "out_id": new_out_id(),
+                "created_at": now,
+            }
         )
 
 
@@ -403,19 +426,33 @@ async def _write(batch: _Batch, conn: BaseDBAsyncClient) -> None:
         await clocks.update(breached_at=batch.now)
     if batch.criticised_cases:
         await Case.filter(id__in=batch.criticised_cases).using_db(conn).update(criticism_flag=True)
-    if batch.sms:
-        await SmsOutbox.bulk_create(batch.sms, using_db=conn)
-    await record_events(batch.events, conn=conn)
+    await insert_rows(SmsOutbox, batch.sms, conn)
+    await record_events(batch.events, conn=conn, cases_locked=True)  # by _fire_batch
+
+
+# What firing reads of a case: not its texts (description, replies), which a burst would drag in.
+_CASE_FIELDS = (
+    "id",
+    "ticket_no",
+    "status",
+    "urgency",
+    "sla_profile",
+    "handling_unit_id",
+    "officer_id",
+)
 
 
 async def _fire_batch(
     services: Services, steps: Sequence[EscalationStep], conn: BaseDBAsyncClient
 ) -> int:
-    """Fires claimed steps together. The cases are locked first, in id order, as record_event
-    would lock them one by one: staff actions lock one case, so no lock-order deadlock."""
+    """Fires claimed steps together. Their cases are locked first, in id order, skipping those a
+    staff action holds (see _lock_free_cases): their steps wait for the next pass."""
     batch = _Batch(now=clock.now())
-    locked = Case.filter(id__in={s.case_id for s in steps}).order_by("id")
-    cases = {c.id: c for c in await locked.select_for_update(no_key=True).using_db(conn)}
+    locked = _lock_free_cases({s.case_id for s in steps}, conn).only(*_CASE_FIELDS)
+    cases = {c.id: c for c in await locked}
+    steps = [s for s in steps if s.case_id in cases]
+    if not steps:
+        return 0
     clock_rows = await CaseClock.filter(id__in={s.clock_id for s in steps}).using_db(conn)
     clocks = {k.id: k for k in clock_rows}
     live = [
@@ -425,7 +462,8 @@ async def _fire_batch(
         and (cases[s.case_id].status != CaseStatus.CLOSED or clocks[s.clock_id].kind == "revisit")
     ]
     batch.fired = [s.id for s in live]
-    batch.cancelled = [s.id for s in steps if s.id not in set(batch.fired)]
+    fired = set(batch.fired)
+    batch.cancelled = [s.id for s in steps if s.id not in fired]
     live_cases = [cases[i] for i in dict.fromkeys(s.case_id for s in live)]
     if live_cases:
         units = await _load_units(live_cases, conn)
@@ -466,8 +504,23 @@ async def _fire_together(services: Services, steps: list[EscalationStep]) -> int
 
 @dataclass(frozen=True)
 class Pass:
-    claimed: int  # steps taken off the due list (fired, or cancelled with their clock)
+    claimed: int  # due steps claimed: fired, cancelled with their clock, or left for a busy case
     fired: int
+    # After a pass that emptied the due list: when the next pending step falls due (the worker
+    # wakes then rather than at its next poll), None if nothing is pending.
+    next_due: datetime | None = None
+
+
+def upcoming_steps() -> QuerySet[EscalationStep]:
+    """Pending steps still to come, earliest first (the claim index serves it)."""
+    after = EscalationStep.filter(status=StepStatus.PENDING, due_at__gt=clock.now())
+    return after.order_by("due_at").limit(1)
+
+
+async def next_due_at(conn: BaseDBAsyncClient | None = None) -> datetime | None:
+    """The earliest pending step still to come: one probe of the claim index."""
+    found = await column(upcoming_steps().using_db(conn), "due_at")
+    return found[0] if found else None
 
 
 async def fire_pass(services: Services, *, limit: int = 200) -> Pass:
@@ -484,7 +537,8 @@ async def fire_pass(services: Services, *, limit: int = 200) -> Pass:
                 fired += await _fire_alone(services, step)
     if fired:
         log.info("fired %d escalation steps", fired)
-    return Pass(claimed=len(steps), fired=fired)
+    upcoming = await next_due_at() if len(steps) < limit else None
+    return Pass(claimed=len(steps), fired=fired, next_due=upcoming)
 
 
 async def fire_due_steps(services: Services, *, limit: int = 200) -> int:

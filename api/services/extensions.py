@@ -26,7 +26,6 @@ from api.services.routing import supervising_unit
 from api.services.timeline import record_event
 from api.validation import field_error
 
-MAX_EXTENSION_DAYS = 10
 EXTENDABLE = PAUSABLE  # the reply clocks
 
 
@@ -64,8 +63,9 @@ async def request_extension(
         raise Conflict(
             "每个案件只能申请一次延期", code="extension_used", details={"status": case.status}
         )
-    if not 1 <= days <= MAX_EXTENSION_DAYS:
-        raise field_error("days", f"延期天数应为 1–{MAX_EXTENSION_DAYS} 个工作日")
+    most = services.profile(case.sla_profile).limits.max_extension_days
+    if not 1 <= days <= most:
+        raise field_error("days", f"延期天数应为 1–{most} 个工作日")
     current = await Unit.get(id=case.handling_unit_id, using_db=conn)
     above = await supervising_unit(current)
     if above.id == current.id:

@@ -11,7 +11,7 @@ from api.integrations.sms import clamp_params
 from api.models import SmsOutbox
 from api.services.clocks import Conn
 from api.services.context import Services
-from api.sla.policy import QuietHours
+from api.sla.policy import QuietHours, SlaPolicy
 
 DIGEST_TEMPLATE = "digest"  # config/sms.toml: several reminders for one phone in one SMS
 
@@ -37,12 +37,15 @@ async def enqueue_sms(
     params: dict[str, object],
     purpose: str,
     urgent: bool = False,
+    policy: SlaPolicy | None = None,
     case_id: int | None = None,
     step_id: int | None = None,
     conn: Conn = None,
 ) -> SmsOutbox:
     now = clock.now()
-    send_at = now if urgent else after_quiet_hours(now, services.policy.quiet_hours)
+    # Quiet hours of the case's own profile when given, else the current one.
+    quiet = (policy or services.policy).quiet_hours
+    send_at = now if urgent else after_quiet_hours(now, quiet)
     return await SmsOutbox.create(
         phone=phone,
         template=template,

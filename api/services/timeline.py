@@ -187,12 +187,15 @@ async def _chain_heads(case_ids: list[int], conn: Conn) -> dict[int, tuple[int, 
     return {int(r["case_id"]): (int(r["seq"]), str(r["hash"])) for r in rows}
 
 
-async def record_events(events: Sequence[NewEvent], *, conn: Conn) -> list[CaseEvent]:
+async def record_events(
+    events: Sequence[NewEvent], *, conn: Conn, cases_locked: bool = False
+) -> list[CaseEvent]:
     """Appends several entries, to one or several cases, in the given order, in few statements.
 
     The same entries ``record_event`` would write one by one: the cases are locked first, in id
     order (staff actions lock one case: no lock-order deadlock), each chain head is read once and
     the chain continued in Python with the same hash definition, then all rows go in one INSERT.
+    ``cases_locked``: the caller holds those locks already (an escalation batch).
     """
     if not events:
         return []
@@ -200,13 +203,14 @@ async def record_events(events: Sequence[NewEvent], *, conn: Conn) -> list[CaseE
         async with in_transaction() as own:
             return await record_events(events, conn=own)
     case_ids = sorted({e.case.id for e in events})
-    await (
-        Case.filter(id__in=case_ids)
-        .order_by("id")
-        .select_for_update(no_key=True)
-        .using_db(conn)
-        .only("id")
-    )
+    if not cases_locked:  # the caller may hold the locks already (escalation batches)
+        await (
+            Case.filter(id__in=case_ids)
+            .order_by("id")
+            .select_for_update(no_key=True)
+            .using_db(conn)
+            .only("id")
+        )
     heads = await _chain_heads(case_ids, conn)
     now = clock.now()
     rows: list[CaseEvent] = []

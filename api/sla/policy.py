@@ -51,6 +51,14 @@ class QuietHours:
 
 
 @dataclass(frozen=True)
+class CaseLimits:
+    """How far a case may be stretched or moved (DOMAIN.md defaults: 10 working days, 2)."""
+
+    max_extension_days: int = 10  # 延期: once, at most this many working days
+    max_transfers: int = 2  # 转办: never resets the clock
+
+
+@dataclass(frozen=True)
 class SlaPolicy:
     name: str
     title: str
@@ -58,6 +66,7 @@ class SlaPolicy:
     quiet_hours: QuietHours
     ladder: Ladder
     clocks: dict[str, ClockRule]
+    limits: CaseLimits = CaseLimits()
 
     def clock(self, kind: str) -> ClockRule:
         return self.clocks[kind]
@@ -75,6 +84,17 @@ def _amount(raw: dict[str, Any]) -> Amount:
     if amount <= 0:
         raise ValueError("a time limit must be positive")
     return Amount(amount, unit)
+
+
+def _limits(raw: dict[str, Any]) -> CaseLimits:
+    defaults = CaseLimits()
+    limits = CaseLimits(
+        max_extension_days=int(raw.get("max_extension_days", defaults.max_extension_days)),
+        max_transfers=int(raw.get("max_transfers", defaults.max_transfers)),
+    )
+    if limits.max_extension_days < 0 or limits.max_transfers < 0:
+        raise ValueError("case limits must not be negative")
+    return limits
 
 
 def parse_policy(raw: dict[str, Any]) -> SlaPolicy:
@@ -98,6 +118,7 @@ def parse_policy(raw: dict[str, Any]) -> SlaPolicy:
             kind: ClockRule(kind=kind, limit=_amount(rule), ladder=bool(rule.get("ladder", True)))
             for kind, rule in raw["clocks"].items()
         },
+        limits=_limits(raw.get("limits", {})),
     )
 
 

@@ -134,6 +134,11 @@ class WorkCalendar:
             self._on_unknown_year(year)
 
 
+def official_year_known(year: int) -> bool:
+    """Whether chinesecalendar carries the State Council schedule for ``year``."""
+    return all(_official_workday(date(year, m, d)) is not None for m, d in ((1, 1), (12, 31)))
+
+
 @lru_cache(maxsize=8192)
 def _official_workday(day: date) -> bool | None:
     """The State Council schedule, or None for a year chinesecalendar does not know.

@@ -14,9 +14,11 @@ import asyncio
 import logging
 import signal
 from collections.abc import Awaitable, Callable
+from datetime import datetime, time, timedelta
 
-from api import db, fieldcrypt
+from api import clock, db, fieldcrypt
 from api.redis import open_redis
+from api.services.calendar_alert import check_next_year
 from api.services.context import Services, build_context
 from api.services.escalation import fire_pass
 from api.settings import Settings, get_settings
@@ -33,6 +35,35 @@ async def fire_once(services: Services) -> int:
     return (await fire_pass(services, limit=services.settings.worker_batch)).claimed
 
 
+def _wait_for(next_due: datetime | None, poll: float) -> float:
+    """Until the next step falls due, never longer than the poll interval (a step created or
+    moved meanwhile by another process is seen at the next poll at the latest)."""
+    if next_due is None:
+        return poll
+    return min(poll, max((next_due - clock.now()).total_seconds(), 0.0) + 0.005)
+
+
+async def _fire_loop(services: Services, stop: asyncio.Event, drained: asyncio.Event) -> None:
+    """Fires back to back while a pass takes a full batch (a backlog: the send loops wait, see
+    SENDERS_DEFER_SECONDS), else sleeps until the next step falls due or one poll interval."""
+    poll, batch = services.settings.worker_poll_seconds, services.settings.worker_batch
+    while not stop.is_set():
+        try:
+            done = await fire_pass(services, limit=batch)
+            claimed, wait = done.claimed, _wait_for(done.next_due, poll)
+        except Exception:
+            log.exception("firing pass failed; retrying after the poll interval")
+            claimed, wait = 0, poll
+        if claimed >= batch:
+            drained.clear()
+            continue
+        drained.set()
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=wait)
+        except TimeoutError:
+            pass
+
+
 async def send_once(services: Services) -> int:
     return await send_due_sms(services, limit=services.settings.worker_batch)
 
@@ -47,10 +78,53 @@ async def run_once(services: Services) -> int:
     return await fire_once(services) + await send_once(services) + await message_once(services)
 
 
-async def _loop(services: Services, stop: asyncio.Event, work: Pass, name: str) -> None:
-    """Runs ``work`` back to back while it finds a full batch, else waits one poll interval."""
+# Firing goes first: while the firing loop works through a backlog (its last pass took a full
+# batch), the send loops wait for it — at most this long, so they are never starved — instead of
+# taking the event loop and the database from it. A burst is fired at database speed; its SMS
+# follow a moment later (scripts/bench-sla: firing lag is the target, delivery comes after).
+SENDERS_DEFER_SECONDS = 5.0
+
+
+CALENDAR_RETRY_SECONDS = 60.0
+
+
+def _seconds_to_tomorrow() -> float:
+    now = clock.to_china(clock.now())
+    tomorrow = datetime.combine(now.date() + timedelta(days=1), time(0, 5), tzinfo=now.tzinfo)
+    return (tomorrow - now).total_seconds()
+
+
+async def _calendar_loop(services: Services, stop: asyncio.Event) -> None:
+    """DOMAIN.md: "alert when next year is missing" — checked at start, then every day (every
+    minute while the alert cannot be written yet)."""
+    while not stop.is_set():
+        try:
+            done = await check_next_year(services)
+        except Exception:
+            log.exception("calendar check failed; retrying")
+            done = False
+        wait = _seconds_to_tomorrow() if done else CALENDAR_RETRY_SECONDS
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=wait)
+        except TimeoutError:
+            pass
+
+
+async def _fired_through(drained: asyncio.Event) -> None:
+    try:
+        await asyncio.wait_for(drained.wait(), timeout=SENDERS_DEFER_SECONDS)
+    except TimeoutError:
+        pass
+
+
+async def _loop(
+    services: Services, stop: asyncio.Event, work: Pass, name: str, *, drained: asyncio.Event
+) -> None:
+    """Runs ``work`` back to back while it finds a full batch, else waits one poll interval;
+    before each pass, lets the firing loop work through its backlog first."""
     poll = services.settings.worker_poll_seconds
     while not stop.is_set():
+        await _fired_through(drained)
         try:
             done = await work(services)
         except Exception:
@@ -64,10 +138,13 @@ async def _loop(services: Services, stop: asyncio.Event, work: Pass, name: str) 
 
 
 async def run_until(services: Services, stop: asyncio.Event) -> None:
+    drained = asyncio.Event()
+    drained.set()
     await asyncio.gather(
-        _loop(services, stop, fire_once, "firing"),
-        _loop(services, stop, send_once, "sending"),
-        _loop(services, stop, message_once, "messaging"),
+        _calendar_loop(services, stop),
+        _fire_loop(services, stop, drained),
+        _loop(services, stop, send_once, "sending", drained=drained),
+        _loop(services, stop, message_once, "messaging", drained=drained),
     )
 
 

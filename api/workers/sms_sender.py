@@ -20,11 +20,13 @@ from typing import Any
 from tortoise.transactions import in_transaction
 
 from api import clock
+from api.db import column
 from api.integrations.sms import SmsResult
-from api.models import SmsOutbox
+from api.models import Case, SmsOutbox
 from api.models.outbox import OutboxStatus
 from api.services.context import Services
 from api.services.outbox import DIGEST_TEMPLATE, after_quiet_hours
+from api.sla.policy import QuietHours
 from api.workers.sms_claims import claim_next, release_merged, settle
 
 log = logging.getLogger("pingyi.outbox")
@@ -39,7 +41,7 @@ def _backoff(attempts: int) -> timedelta:
 
 
 def _outcome(
-    services: Services, row: SmsOutbox, result: SmsResult, now: datetime
+    services: Services, row: SmsOutbox, result: SmsResult, now: datetime, quiet: QuietHours
 ) -> dict[str, Any]:
     if result.ok:
         return {
@@ -61,7 +63,7 @@ def _outcome(
     if result.transient and row.attempts < MAX_ATTEMPTS:
         retry_at = now + _backoff(row.attempts)
         if not row.urgent:
-            retry_at = after_quiet_hours(retry_at, services.policy.quiet_hours)
+            retry_at = after_quiet_hours(retry_at, quiet)
         return {**fields, "status": OutboxStatus.PENDING, "next_attempt_at": retry_at}
     # Giving up: "failed" only when no attempt may have reached Aliyun.
     final = OutboxStatus.UNCONFIRMED if row.uncertain_attempts else OutboxStatus.FAILED
@@ -77,8 +79,18 @@ def _refused_digest(row: SmsOutbox, fields: dict[str, Any], result: SmsResult) -
     )
 
 
+async def _quiet_hours(services: Services, row: SmsOutbox, result: SmsResult) -> QuietHours:
+    """A routine retry waits out the quiet hours of its case's own profile (the current profile's
+    for SMS without a case); looked up only when a retry is due."""
+    if result.ok or not result.transient or row.urgent or row.case_id is None:
+        return services.policy.quiet_hours
+    names = await column(Case.filter(id=row.case_id), "sla_profile")
+    return services.profile(names[0]).quiet_hours if names else services.policy.quiet_hours
+
+
 async def _record(services: Services, row: SmsOutbox, result: SmsResult) -> None:
-    fields = _outcome(services, row, result, clock.now())
+    quiet = await _quiet_hours(services, row, result)
+    fields = _outcome(services, row, result, clock.now(), quiet)
     ours = SmsOutbox.filter(id=row.id, status=OutboxStatus.SENDING, attempts=row.attempts)
     async with in_transaction() as conn:
         done = await settle(ours, row.id, fields, conn)
