@@ -275,6 +275,8 @@ EXEMPT = {
 NOT_STAFF = {
     ("GET", "/healthz"),
     ("POST", "/api/v1/auth/wechat"),
+    ("POST", "/api/v1/auth/refresh"),
+    ("POST", "/api/v1/auth/logout"),
     ("GET", "/api/v1/misconduct-categories"),
     ("GET", "/api/v1/cards/<code:str>"),
     ("POST", "/api/v1/cards/<code:str>/evaluations"),
