@@ -15,6 +15,7 @@ from api.schemas import ComplaintCreate, EvaluationCreate, FeedbackCreate
 from api.services import case_actions, lifecycle, moderation, rating_integrity, uploads
 from api.services.card_lookup import active_card
 from api.services.context import Services
+from api.services.session_cache import CitizenIdentity
 from api.services.views import citizen_summary, citizen_view
 from api.validation import field_error
 
@@ -22,7 +23,7 @@ BAD_RATING_MAX = 2  # levels 1–2 are a 差评 (DOMAIN.md)
 
 
 async def rate(
-    services: Services, citizen: Citizen, code: str, body: EvaluationCreate
+    services: Services, citizen: CitizenIdentity, code: str, body: EvaluationCreate
 ) -> dict[str, Any]:
     card = await active_card(code)
     # Content security first, outside the transaction (no lock waits on WeChat).

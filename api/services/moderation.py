@@ -27,6 +27,7 @@ from api.models import Case, Citizen, ContentHold, Evaluation, Evidence
 from api.models.moderation import ContentStatus
 from api.services.clocks import Conn
 from api.services.context import Services
+from api.services.session_cache import CitizenIdentity
 from api.services.timeline import record_event
 
 log = logging.getLogger("pingyi.moderation")
@@ -82,7 +83,7 @@ class Screening:
 
 
 async def screen_texts(
-    services: Services, citizen: Citizen, texts: dict[str, str], *, scene: int
+    services: Services, citizen: Citizen | CitizenIdentity, texts: dict[str, str], *, scene: int
 ) -> Screening:
     """Checks the non-empty texts at once; raises ``ContentRisky`` if any of them is risky."""
     fields = [(name, text) for name, text in texts.items() if text.strip()]
@@ -102,7 +103,7 @@ async def screen_texts(
 
 
 async def _check(
-    services: Services, citizen: Citizen, field: str, text: str, scene: int
+    services: Services, citizen: Citizen | CitizenIdentity, field: str, text: str, scene: int
 ) -> Verdict:
     # The gateway runs wechatpy in a thread with its own HTTP timeout; this bound is the one the
     # citizen waits for. Whatever goes wrong, the text is held, never passed unchecked.

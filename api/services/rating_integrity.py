@@ -21,6 +21,7 @@ from api.models import Card, Citizen, Evaluation, Officer
 from api.services import encounters, rating_flags
 from api.services.clocks import Conn
 from api.services.context import Services
+from api.services.session_cache import CitizenIdentity
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ def already_rated(services: Services, last: datetime, now: datetime) -> Conflict
 async def admit(
     services: Services,
     *,
-    citizen: Citizen,
+    citizen: CitizenIdentity,
     card: Card,
     encounter_code: str | None,
     now: datetime,
