@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from tortoise import Tortoise
+from tortoise import Tortoise, connections
+from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.backends.base.config_generator import expand_db_url
 from tortoise.queryset import QuerySet
 
@@ -52,6 +53,16 @@ async def migrate(database_url: str) -> None:
 
 async def close_db() -> None:
     await Tortoise.close_connections()
+
+
+def default_connection() -> BaseDBAsyncClient:
+    return connections.get("default")
+
+
+def is_postgres(conn: BaseDBAsyncClient | None = None) -> bool:
+    """Hot paths speak SQL to PostgreSQL (production) and go through the ORM elsewhere (the
+    embedded SQLite default, where row locks do not exist and one writer runs at a time)."""
+    return (conn or default_connection()).capabilities.dialect == "postgres"
 
 
 async def column(query: QuerySet[Any], name: str) -> list[Any]:

@@ -9,7 +9,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 
-from api import clock
+from api import clock, db
 from api.db import column
 from api.errors import Unauthorized, UpstreamUnavailable
 from api.integrations.wechat import WeChatError, WeChatSession
@@ -211,6 +211,13 @@ async def session_for(token: str, kind: str) -> AuthSession:
     return session
 
 
+_CITIZEN_SESSION = """
+SELECT s.citizen_id, s.expires_at, s.revoked_at, c.openid
+FROM auth_session s JOIN citizen c ON c.id = s.citizen_id
+WHERE s.token_hash = $1 AND s.kind = 'citizen'
+"""
+
+
 async def citizen_identity(services: Services, token: str) -> CitizenIdentity:
     """Whose citizen session this is, from this worker's memory when it read it lately
     (``session_cache``), else in one query."""
@@ -220,13 +227,16 @@ async def citizen_identity(services: Services, token: str) -> CitizenIdentity:
     if known is not None:
         return known
     mark = services.sessions.mark()
-    rows = await AuthSession.filter(token_hash=digest, kind="citizen").values(
-        "citizen_id", "expires_at", "revoked_at", "citizen__openid"
-    )
+    if db.is_postgres():
+        _, rows = await db.default_connection().execute_query(_CITIZEN_SESSION, [digest])
+    else:
+        rows = await AuthSession.filter(token_hash=digest, kind="citizen").values(
+            "citizen_id", "expires_at", "revoked_at", openid="citizen__openid"
+        )
     row = rows[0] if rows else None
     if row is None or row["revoked_at"] is not None or row["expires_at"] <= now:
         raise Unauthorized("登录已失效，请重新登录", code="token_invalid")
-    identity = CitizenIdentity(id=row["citizen_id"], openid=row["citizen__openid"])
+    identity = CitizenIdentity(id=row["citizen_id"], openid=row["openid"])
     services.sessions.put(digest, identity, expires_at=row["expires_at"], mark=mark)
     return identity
 

@@ -7,6 +7,7 @@ import time
 from typing import Any
 from urllib.parse import unquote
 
+from api import db
 from api.errors import Gone, NotFound
 from api.models import Card
 from api.services import card_cache
@@ -23,14 +24,24 @@ ACTIONS = [
 ]
 
 
+_CARD = "SELECT id, code, officer_id, created_at, revoked_at FROM card WHERE code = $1"
+
+
 async def active_card(code: str) -> Card:
     normalized = normalize_card_code(unquote(code))
-    card = await Card.get_or_none(code=normalized) if normalized else None
+    card = await _card(normalized) if normalized else None
     if card is None:
         raise NotFound("未找到该评议卡，请核对二维码", code="card_not_found")
     if card.revoked_at is not None:
         raise Gone("该评议卡已停用", code="card_revoked")
     return card
+
+
+async def _card(code: str) -> Card | None:
+    if not db.is_postgres():
+        return await Card.get_or_none(code=code)
+    _, rows = await db.default_connection().execute_query(_CARD, [code])
+    return Card(**rows[0]) if rows else None  # read only: never saved from here
 
 
 async def _profile(card: Card) -> dict[str, Any]:

@@ -4,8 +4,8 @@ The per-IP limit is a flood guard in front of everything, the card scan included
 round trip: each worker counts in its own memory (``LocalWindow``). With N workers a client whose
 connections the kernel spreads over all of them gets up to N times ``rate_ip_per_minute`` (one
 keep-alive connection stays with one worker); the quotas that must hold across workers — POSTs per
-caller, complaints per citizen — are Redis counters, one round trip each (INCR + EXPIRE in a
-pipeline). A window is a slot of the shared clock; a Redis key expires with it, and a worker's
+caller, complaints per citizen — are Redis counters, one round trip each (INCR + EXPIRE in one
+script). A window is a slot of the shared clock; a Redis key expires with it, and a worker's
 counts are cleared when its slot ends, so neither holds more than one window of counters.
 """
 
@@ -26,6 +26,8 @@ if TYPE_CHECKING:  # the services hold this module's LocalWindow
 
 log = logging.getLogger("pingyi.ratelimit")
 TOO_MANY = "操作过于频繁，请{wait}后再试"
+# INCR and EXPIRE in one command (one round trip, one reply to parse).
+_HIT = "local n = redis.call('incr', KEYS[1]) redis.call('expire', KEYS[1], ARGV[1]) return n"
 # DECR only a live counter: on an expired key DECR would create one that never expires.
 _REFUND = (
     "if redis.call('exists', KEYS[1]) == 1 then return redis.call('decr', KEYS[1]) end return 0"
@@ -60,10 +62,7 @@ def enforced(services: Services, limit: Limit) -> bool:
 async def hit(services: Services, *, limit: Limit, counter: Counter) -> None:
     """Counts one request against ``limit``; over it → 429 with ``Retry-After``."""
     try:
-        async with services.redis.pipeline(transaction=False) as pipe:
-            pipe.incr(counter.key)
-            pipe.expire(counter.key, limit.window + 1)
-            count, _ = await pipe.execute()
+        count = await services.redis.eval(_HIT, 1, counter.key, limit.window + 1)
     except RedisError as exc:
         # Fail open: without Redis the service stays usable (the card scan reads the database).
         log.warning("rate limit %s not counted: %s", limit.name, exc)

@@ -5,7 +5,7 @@
   at once take turns, so exactly one is stored; an ``Idempotency-Key`` retry is answered by the
   middleware with the first answer before it gets here.
 - The officer's row lock serialises the ratings of one officer, so the burst counts in
-  ``rating_flags`` see every rating before them.
+  ``rating_bursts`` see every rating before them.
 - An encounter code makes the rating a verified encounter (``api.services.encounters``).
 """
 
@@ -15,11 +15,12 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from api import clock
+from tortoise.backends.base.client import BaseDBAsyncClient
+
+from api import clock, db
 from api.errors import Conflict
-from api.models import Card, Citizen, Evaluation, Officer
-from api.services import encounters, rating_flags
-from api.services.clocks import Conn
+from api.models import Card, Evaluation
+from api.services import encounters, rating_bursts
 from api.services.context import Services
 from api.services.session_cache import CitizenIdentity
 
@@ -59,6 +60,18 @@ def already_rated(services: Services, last: datetime, now: datetime) -> Conflict
     )
 
 
+# Lock order everywhere: the citizen, then the officer. The last rating is read after the
+# citizen's lock, in a statement of its own (its snapshot then sees a simultaneous tap's committed
+# rating); the officer's lock comes with that read, so the burst counts after the insert see every
+# rating of the officer before this one.
+_LOCK_CITIZEN = "SELECT id FROM citizen WHERE id = $1 FOR UPDATE"
+_LAST_RATING_AND_LOCK_OFFICER = """
+SELECT (SELECT max(created_at) FROM evaluation
+        WHERE citizen_id = $1 AND card_id = $2 AND created_at > $3) AS last_at,
+       (SELECT id FROM officer WHERE id = $4 FOR NO KEY UPDATE) AS officer_id
+"""
+
+
 async def admit(
     services: Services,
     *,
@@ -66,22 +79,26 @@ async def admit(
     card: Card,
     encounter_code: str | None,
     now: datetime,
-    conn: Conn,
+    conn: BaseDBAsyncClient,
 ) -> Admission:
-    """Takes the locks and checks the rules, inside the rating's transaction (lock order:
-    citizen, then officer, everywhere)."""
-    await Citizen.filter(id=citizen.id).select_for_update().using_db(conn)
-    last = (
-        await Evaluation.filter(
-            card_id=card.id, citizen_id=citizen.id, created_at__gt=now - window(services)
+    """Takes the locks and checks the rules, inside the rating's transaction."""
+    since = now - window(services)
+    if db.is_postgres(conn):
+        await conn.execute_query(_LOCK_CITIZEN, [citizen.id])
+        _, rows = await conn.execute_query(
+            _LAST_RATING_AND_LOCK_OFFICER, [citizen.id, card.id, since, card.officer_id]
         )
-        .using_db(conn)
-        .order_by("-created_at")
-        .first()
-    )
+        last: datetime | None = rows[0]["last_at"]
+    else:  # the ORM (SQLite: one writer at a time, no row locks)
+        last_row = (
+            await Evaluation.filter(card_id=card.id, citizen_id=citizen.id, created_at__gt=since)
+            .using_db(conn)
+            .order_by("-created_at")
+            .first()
+        )
+        last = last_row.created_at if last_row else None
     if last is not None:
-        raise already_rated(services, last.created_at, now)
-    await Officer.filter(id=card.officer_id).select_for_update(no_key=True).using_db(conn)
+        raise already_rated(services, last, now)
     encounter_id = None
     if encounter_code:
         encounter_id = await encounters.consume(
@@ -91,9 +108,9 @@ async def admit(
 
 
 async def settle(
-    services: Services, evaluation: Evaluation, admission: Admission, *, conn: Conn
+    services: Services, evaluation: Evaluation, admission: Admission, *, conn: BaseDBAsyncClient
 ) -> None:
     """After the rating is stored: link its encounter code and flag bursts."""
     if admission.encounter_id is not None:
         await encounters.link(admission.encounter_id, evaluation.id, conn=conn)
-    await rating_flags.flag_bursts(services, evaluation, conn=conn)
+    await rating_bursts.flag_bursts(services, evaluation, conn=conn)
