@@ -11,7 +11,7 @@ from tortoise.queryset import QuerySet
 
 from api.models import MODEL_MODULES
 
-POOL_MAX = 10
+POOL_MAX = 20
 
 
 async def _keep_session(connection: Any) -> None:

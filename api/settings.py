@@ -76,7 +76,7 @@ class Settings(BaseSettings):
     # A citizen's session is looked up in the database at most this often per worker; a logout
     # ends it in every worker at once (published), and within this bound without Redis.
     session_cache_seconds: float = 10.0
-    db_pool_max: int = 10  # PostgreSQL connections per worker
+    db_pool_max: int = 20  # PostgreSQL connections per worker (a rating holds one per transaction)
     # --- end the scan path ---
     # Content security (api/services/moderation.py): longest wait for a WeChat verdict before the
     # text or photo is held for a person instead.

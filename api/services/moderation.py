@@ -130,7 +130,7 @@ async def hold_texts(
     *,
     citizen_id: int,
     case: Case | None = None,
-    evaluation: Evaluation | None = None,
+    evaluation_id: int | None = None,
     conn: Conn,
 ) -> list[ContentHold]:
     """Records the held texts of one submission (inside its transaction)."""
@@ -138,7 +138,7 @@ async def hold_texts(
         await ContentHold.create(
             citizen_id=citizen_id,
             case_id=case.id if case else None,
-            evaluation_id=evaluation.id if evaluation else None,
+            evaluation_id=evaluation_id,
             field=v.field,
             text=v.text,
             reason=v.reason,
@@ -148,9 +148,12 @@ async def hold_texts(
         )
         for v in screening.held
     ]
-    if holds and evaluation is not None and any(h.field == "comment" for h in holds):
-        evaluation.content_status = ContentStatus.HELD
-        await evaluation.save(using_db=conn, update_fields=["content_status"])
+    if holds and evaluation_id is not None and any(h.field == "comment" for h in holds):
+        await (
+            Evaluation.filter(id=evaluation_id)
+            .using_db(conn)
+            .update(content_status=ContentStatus.HELD)
+        )
     if holds and case is not None:
         await _mark_case_held(case, holds, conn)
     return holds

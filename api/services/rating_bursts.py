@@ -8,9 +8,9 @@ earlier ones too), each with the rule as a reason; a rating a reviewer decided o
 
 Inside the rating's transaction, after its insert and under the officer's row lock, so the
 counts see the rating itself and every rating of the officer before it, and the flags are
-committed with the rating (the 201 is only sent after). On PostgreSQL both counts are one
-statement and a rule that fires one more; elsewhere (the embedded SQLite default) the same rules
-go through the ORM.
+committed with the rating (the 201 is only sent after). On PostgreSQL the counts come with the
+insert (``rating_store``) and a rule that fires flags its burst in one more statement; elsewhere
+(the embedded SQLite default) the same rules go through the ORM.
 """
 
 from __future__ import annotations
@@ -21,17 +21,12 @@ from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
-from api import clock, db
+from api import clock
 from api.models import Evaluation
 from api.services.context import Services
 from api.services.rating_flags import FlagStatus
+from api.services.rating_store import StoredRating
 
-# The two counts in one statement; a rule that fires then flags its burst in one more (rare).
-_COUNTS = """
-SELECT (SELECT count(*) FROM evaluation WHERE officer_id = $1 AND created_at > $2) AS officer_n,
-       (SELECT count(DISTINCT officer_id) FROM evaluation
-        WHERE citizen_id = $3 AND created_at > $4) AS citizen_n
-"""
 # Every rating of the burst that no reviewer decided on and that lacks this rule's reason.
 _FLAG = """
 UPDATE evaluation
@@ -44,38 +39,32 @@ _FLAG_OFFICER = _FLAG.format(subject="officer_id")
 _FLAG_CITIZEN = _FLAG.format(subject="citizen_id")
 
 
-async def flag_bursts(
-    services: Services, evaluation: Evaluation, *, conn: BaseDBAsyncClient
-) -> None:
-    """Flags the bursts the stored ``evaluation`` is part of."""
-    if not db.is_postgres(conn):
-        await _flag_bursts_orm(services, evaluation, conn=conn)
+async def flag_bursts(services: Services, rating: StoredRating, *, conn: BaseDBAsyncClient) -> None:
+    """Flags the bursts the stored ``rating`` is part of (its counts came with its insert)."""
+    if rating.officer_ratings is None or rating.citizen_officers is None:
+        await _flag_bursts_orm(services, rating, conn=conn)
         return
     s = services.settings
-    officer_since = evaluation.created_at - timedelta(minutes=s.burst_officer_minutes)
-    citizen_since = evaluation.created_at - timedelta(minutes=s.burst_citizen_minutes)
-    _, rows = await conn.execute_query(
-        _COUNTS, [evaluation.officer_id, officer_since, evaluation.citizen_id, citizen_since]
-    )
-    officer_n, citizen_n = int(rows[0]["officer_n"]), int(rows[0]["citizen_n"])
     now = clock.now()
-    if 0 < s.burst_officer_ratings <= officer_n:
+    if 0 < s.burst_officer_ratings <= rating.officer_ratings:
         reason = _reason(
             "officer_burst",
-            count=officer_n,
+            count=rating.officer_ratings,
             minutes=s.burst_officer_minutes,
             threshold=s.burst_officer_ratings,
         )
-        values = [evaluation.officer_id, officer_since, json.dumps([reason]), now]
+        since = rating.created_at - timedelta(minutes=s.burst_officer_minutes)
+        values = [rating.officer_id, since, json.dumps([reason]), now]
         await conn.execute_query(_FLAG_OFFICER, [*values, '[{"code": "officer_burst"}]'])
-    if evaluation.citizen_id is not None and 0 < s.burst_citizen_officers <= citizen_n:
+    if rating.citizen_id is not None and 0 < s.burst_citizen_officers <= rating.citizen_officers:
         reason = _reason(
             "citizen_burst",
-            count=citizen_n,
+            count=rating.citizen_officers,
             minutes=s.burst_citizen_minutes,
             threshold=s.burst_citizen_officers,
         )
-        values = [evaluation.citizen_id, citizen_since, json.dumps([reason]), now]
+        since = rating.created_at - timedelta(minutes=s.burst_citizen_minutes)
+        values = [rating.citizen_id, since, json.dumps([reason]), now]
         await conn.execute_query(_FLAG_CITIZEN, [*values, '[{"code": "citizen_burst"}]'])
 
 
@@ -87,7 +76,7 @@ def _reason(code: str, *, count: int, minutes: float, threshold: int) -> dict[st
 
 
 async def _officer_burst(
-    services: Services, ev: Evaluation, conn: BaseDBAsyncClient
+    services: Services, ev: StoredRating | Evaluation, conn: BaseDBAsyncClient
 ) -> list[Evaluation]:
     s = services.settings
     if s.burst_officer_ratings <= 0:
@@ -98,7 +87,7 @@ async def _officer_burst(
 
 
 async def _citizen_burst(
-    services: Services, ev: Evaluation, conn: BaseDBAsyncClient
+    services: Services, ev: StoredRating | Evaluation, conn: BaseDBAsyncClient
 ) -> list[Evaluation]:
     s = services.settings
     if s.burst_citizen_officers <= 0 or ev.citizen_id is None:
@@ -125,7 +114,7 @@ async def _flag(rows: list[Evaluation], reason: dict[str, Any], conn: BaseDBAsyn
 
 
 async def _flag_bursts_orm(
-    services: Services, evaluation: Evaluation, *, conn: BaseDBAsyncClient
+    services: Services, evaluation: StoredRating | Evaluation, *, conn: BaseDBAsyncClient
 ) -> None:
     s = services.settings
     officer_rows = await _officer_burst(services, evaluation, conn)
@@ -148,5 +137,3 @@ async def _flag_bursts_orm(
         # The same row may be in both lists: reload so its first reason is not overwritten.
         ids = [r.id for r in citizen_rows]
         await _flag(await Evaluation.filter(id__in=ids).using_db(conn), reason, conn)
-    if officer_rows or citizen_rows:
-        await evaluation.refresh_from_db(using_db=conn)

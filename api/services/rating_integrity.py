@@ -14,14 +14,18 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from urllib.parse import unquote
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
-from api import clock, db
-from api.errors import Conflict
-from api.models import Card, Evaluation
-from api.services import encounters, rating_bursts
+from api import clock
+from api.errors import Conflict, Gone, NotFound
+from api.models import Card, Case
+from api.schemas import EvaluationCreate
+from api.services import encounters, rating_bursts, rating_store
+from api.services.cards import normalize_card_code
 from api.services.context import Services
+from api.services.rating_store import NewRating, StoredRating
 from api.services.session_cache import CitizenIdentity
 
 
@@ -60,16 +64,20 @@ def already_rated(services: Services, last: datetime, now: datetime) -> Conflict
     )
 
 
-# Lock order everywhere: the citizen, then the officer. The last rating is read after the
-# citizen's lock, in a statement of its own (its snapshot then sees a simultaneous tap's committed
-# rating); the officer's lock comes with that read, so the burst counts after the insert see every
-# rating of the officer before this one.
-_LOCK_CITIZEN = "SELECT id FROM citizen WHERE id = $1 FOR UPDATE"
-_LAST_RATING_AND_LOCK_OFFICER = """
-SELECT (SELECT max(created_at) FROM evaluation
-        WHERE citizen_id = $1 AND card_id = $2 AND created_at > $3) AS last_at,
-       (SELECT id FROM officer WHERE id = $4 FOR NO KEY UPDATE) AS officer_id
-"""
+async def card_for_rating(citizen: CitizenIdentity, code: str, *, conn: BaseDBAsyncClient) -> Card:
+    """The card rated, read with the citizen's row lock (lock order: citizen, then officer);
+    404 for an unknown code, 410 for a revoked card."""
+    normalized = normalize_card_code(unquote(code))
+    card = (
+        await rating_store.card_locking_citizen(normalized, citizen.id, conn)
+        if normalized
+        else None
+    )
+    if card is None:
+        raise NotFound("未找到该评议卡，请核对二维码", code="card_not_found")
+    if card.revoked_at is not None:
+        raise Gone("该评议卡已停用", code="card_revoked")
+    return card
 
 
 async def admit(
@@ -81,22 +89,10 @@ async def admit(
     now: datetime,
     conn: BaseDBAsyncClient,
 ) -> Admission:
-    """Takes the locks and checks the rules, inside the rating's transaction."""
-    since = now - window(services)
-    if db.is_postgres(conn):
-        await conn.execute_query(_LOCK_CITIZEN, [citizen.id])
-        _, rows = await conn.execute_query(
-            _LAST_RATING_AND_LOCK_OFFICER, [citizen.id, card.id, since, card.officer_id]
-        )
-        last: datetime | None = rows[0]["last_at"]
-    else:  # the ORM (SQLite: one writer at a time, no row locks)
-        last_row = (
-            await Evaluation.filter(card_id=card.id, citizen_id=citizen.id, created_at__gt=since)
-            .using_db(conn)
-            .order_by("-created_at")
-            .first()
-        )
-        last = last_row.created_at if last_row else None
+    """Checks the rules under the citizen's lock and takes the officer's."""
+    last = await rating_store.last_rating_locking_officer(
+        citizen_id=citizen.id, card=card, since=now - window(services), conn=conn
+    )
     if last is not None:
         raise already_rated(services, last, now)
     encounter_id = None
@@ -107,10 +103,41 @@ async def admit(
     return Admission(encounter_id=encounter_id)
 
 
+async def store(
+    services: Services,
+    *,
+    citizen: CitizenIdentity,
+    card: Card,
+    body: EvaluationCreate,
+    case: Case | None,
+    admission: Admission,
+    now: datetime,
+    conn: BaseDBAsyncClient,
+) -> StoredRating:
+    s = services.settings
+    rating = NewRating(
+        card=card,
+        citizen_id=citizen.id,
+        level=body.level,
+        dimensions=body.dimensions,
+        answers=body.answers,
+        comment=body.comment,
+        verified=admission.verified,
+        case_id=case.id if case else None,
+        created_at=now,
+    )
+    return await rating_store.insert(
+        rating,
+        officer_since=now - timedelta(minutes=s.burst_officer_minutes),
+        citizen_since=now - timedelta(minutes=s.burst_citizen_minutes),
+        conn=conn,
+    )
+
+
 async def settle(
-    services: Services, evaluation: Evaluation, admission: Admission, *, conn: BaseDBAsyncClient
+    services: Services, rating: StoredRating, admission: Admission, *, conn: BaseDBAsyncClient
 ) -> None:
     """After the rating is stored: link its encounter code and flag bursts."""
     if admission.encounter_id is not None:
-        await encounters.link(admission.encounter_id, evaluation.id, conn=conn)
-    await rating_bursts.flag_bursts(services, evaluation, conn=conn)
+        await encounters.link(admission.encounter_id, rating.id, conn=conn)
+    await rating_bursts.flag_bursts(services, rating, conn=conn)
