@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -10,6 +12,8 @@ from sanic.exceptions import PayloadTooLarge, SanicException
 from sanic.request import Request
 from sanic.response import HTTPResponse, json
 from sanic_ext import Extend
+from sanic_ext.extensions.http.extension import HTTPExtension
+from sanic_ext.extensions.openapi.extension import OpenAPIExtension
 
 from api import db, fieldcrypt
 from api.errors import AppError
@@ -37,7 +41,11 @@ def create_app(settings: Settings | None = None, *, name: str = "pingyi") -> San
     app.config.API_VERSION = "1.0"
     app.config.API_DESCRIPTION = "交通运输执法评议与监督"
     app.ctx.settings = settings
-    Extend(app)
+    # sanic-ext for the OpenAPI spec and automatic HEAD/OPTIONS only. Left out, because every
+    # request paid for them and nothing uses them: dependency injection (a signal dispatched per
+    # request), and CORS (the mini-program's wx.request is not a browser; no origin is allowed).
+    app.config.CORS = False
+    Extend(app, built_in_extensions=False, extensions=[OpenAPIExtension, HTTPExtension])
     # --- rate limits and Idempotency-Key (api/middleware.py) ---
     from api import middleware
 
@@ -52,18 +60,26 @@ def create_app(settings: Settings | None = None, *, name: str = "pingyi") -> San
 def _register_listeners(app: Sanic, settings: Settings) -> None:
     @app.before_server_start
     async def open_clients(app: Sanic) -> None:
+        from api.services import broadcast
         from api.services.auth import refuse_demo_accounts
         from api.services.context import build_context
 
-        await db.init_db(settings.database_url)
+        await db.init_db(settings.database_url, pool_max=settings.db_pool_max)
         if settings.is_production:
             await refuse_demo_accounts()
         app.ctx.redis = open_redis(settings.redis_url)
-        app.ctx.services = build_context(settings, app.ctx.redis)  # refuses a missing field key
+        app.ctx.services = build_context(settings, app.ctx.redis)
+        # This worker's copies of card views and sessions follow the others' changes.
+        app.ctx.follower = asyncio.get_running_loop().create_task(
+            broadcast.follow(app.ctx.services)
+        )
         await fieldcrypt.check_stored_key()
 
     @app.after_server_stop
     async def close_clients(app: Sanic) -> None:
+        app.ctx.follower.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await app.ctx.follower
         await app.ctx.redis.aclose()
         await db.close_db()
 

@@ -8,6 +8,7 @@ from typing import Any, cast
 import asyncpg
 from tortoise import Tortoise, connections
 from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.backends.base.config_generator import expand_db_url
 from tortoise.migrations.autodetector import MigrationAutodetector
 from tortoise.migrations.executor import MigrationExecutor
 from tortoise.migrations.writer import MigrationWriter
@@ -22,14 +23,27 @@ MIGRATIONS = "api.migrations"
 # Several processes may start at once (deploys, the embedded default): one migrates at a time.
 _PG_MIGRATION_LOCK = 7_233_017
 
+POOL_MAX = 20
 
-def tortoise_config(database_url: str) -> dict[str, Any]:
+
+async def _keep_session(connection: Any) -> None:
+    """Nothing to reset when a connection goes back to the pool: the service sets no session
+    state (no SET, LISTEN, cursors or session-level advisory locks; its advisory locks are
+    transaction-scoped), and asyncpg still rolls back a transaction left open. The default reset
+    costs a round trip on every release, i.e. on every query outside a transaction."""
+
+
+def tortoise_config(database_url: str, *, pool_max: int = POOL_MAX) -> dict[str, Any]:
     url = database_url
     if url.startswith("sqlite://") and "busy_timeout" not in url:
         # The web process and the worker share one SQLite file in the embedded default.
         url += ("&" if "?" in url else "?") + "busy_timeout=10000"
+    connection: str | dict[str, Any] = url
+    if url.startswith(("postgres://", "asyncpg://")) and "maxsize=" not in url:
+        connection = expand_db_url(url)
+        connection["credentials"].update(maxsize=pool_max, reset=_keep_session)
     return {
-        "connections": {"default": url},
+        "connections": {"default": connection},
         "apps": {
             "models": {
                 "models": MODEL_MODULES,
@@ -42,10 +56,11 @@ def tortoise_config(database_url: str) -> dict[str, Any]:
     }
 
 
-async def init_db(database_url: str) -> None:
+async def init_db(database_url: str, *, pool_max: int = POOL_MAX) -> None:
     if Tortoise._inited:  # tests open the database before the app's listener runs
         return
-    await Tortoise.init(config=tortoise_config(database_url), _enable_global_fallback=True)
+    config = tortoise_config(database_url, pool_max=pool_max)
+    await Tortoise.init(config=config, _enable_global_fallback=True)
 
 
 async def migrate(database_url: str) -> None:
@@ -82,6 +97,16 @@ def fits(model: type[Model], field: str, value: str) -> bool:
     """
     max_length = getattr(model._meta.fields_map[field], "max_length", None)
     return max_length is None or len(value) <= max_length
+
+
+def default_connection() -> BaseDBAsyncClient:
+    return connections.get("default")
+
+
+def is_postgres(conn: BaseDBAsyncClient | None = None) -> bool:
+    """Hot paths speak SQL to PostgreSQL (production) and go through the ORM elsewhere (the
+    embedded SQLite default, where row locks do not exist and one writer runs at a time)."""
+    return (conn or default_connection()).capabilities.dialect == "postgres"
 
 
 async def column(query: QuerySet[Any], name: str) -> list[Any]:

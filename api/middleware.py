@@ -1,8 +1,9 @@
 """Request guards before every handler: rate limits (429) and ``Idempotency-Key`` replays.
 
-Order: the per-IP limit first (cheapest, protects the rest), then the idempotency check (a replay
-costs no quota and runs nothing), then the per-caller limits. The response side stores the answer
-of a claimed key and releases its lock, also when the handler failed.
+Order: the per-IP limit first (cheapest, counted in this worker's memory, protects the rest), then
+the idempotency check (a replay costs no quota and runs nothing), then the per-caller limits in
+Redis. A GET stops after the first step: the card scan costs no round trip here. The response
+side stores the answer of a claimed key and releases its lock, also when the handler failed.
 """
 
 from __future__ import annotations
@@ -69,17 +70,17 @@ async def _complaint_limit(request: Request, services: Services) -> None:
     if token is None or not ratelimit.enforced(services, limit):
         return  # without a token the handler answers 401
     try:
-        session = await auth.session_for(token, "citizen")
+        citizen = await auth.citizen_identity(services, token)
     except Unauthorized:
         return
-    counter = ratelimit.counter(services, limit=limit, subject=str(session.citizen_id))
+    counter = ratelimit.counter(services, limit=limit, subject=str(citizen.id))
     request.ctx.complaint_counter = counter
     await ratelimit.hit(services, limit=limit, counter=counter)
 
 
 async def guard(request: Request) -> HTTPResponse | None:
     services: Services = request.app.ctx.services
-    await ratelimit.check(services, limit=ratelimit.per_ip(services), subject=client_ip(request))
+    ratelimit.check_local(services, limit=ratelimit.per_ip(services), subject=client_ip(request))
     if request.method != "POST":
         return None
     raw_key = request.headers.get(idempotency.HEADER)
@@ -110,6 +111,8 @@ async def guard(request: Request) -> HTTPResponse | None:
 
 
 async def record(request: Request, response: BaseHTTPResponse) -> None:
+    if request.method != "POST":
+        return
     services: Services = request.app.ctx.services
     complaint_counter = getattr(request.ctx, "complaint_counter", None)
     if complaint_counter is not None and not 200 <= response.status < 300:

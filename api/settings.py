@@ -74,6 +74,16 @@ class Settings(BaseSettings):
     idempotency_lock_seconds: int = 30  # longest a first request may hold its key
     login_code_replay_seconds: int = 60  # the same wx.login code again → the same token; 0 = off
     # --- end rate limits, Idempotency-Key, two-tap login ---
+    # --- the scan path (api/services/card_local.py, session_cache.py) ---
+    # A worker answers a card scan from its own copy while it has confirmed the Redis generation
+    # within this many seconds (0 switches the copies off); entries kept per worker.
+    card_cache_local_seconds: float = 1.0
+    card_cache_local_entries: int = 20000
+    # A citizen's session is looked up in the database at most this often per worker; a logout
+    # ends it in every worker at once (published), and within this bound without Redis.
+    session_cache_seconds: float = 10.0
+    db_pool_max: int = 20  # PostgreSQL connections per worker (a rating holds one per transaction)
+    # --- end the scan path ---
     # Content security (api/services/moderation.py): longest wait for a WeChat verdict before the
     # text or photo is held for a person instead.
     content_check_timeout: float = 3.0

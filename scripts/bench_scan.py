@@ -14,8 +14,9 @@ Phases: maximum req/s of the bare endpoint, of ``GET /api/v1/cards/{code}`` (car
 warm) and of ``POST /api/v1/cards/{code}/evaluations`` (each request a distinct citizen × card
 pair, so the once-per-24 h rule never refuses; non-2xx counted), repeated ``--rounds`` times
 interleaved (the machine is shared: the median of the rounds is reported); then GET card at half
-the bare endpoint's rate, p50/p99; the app worker's RSS. The report gives the ratios and
-pass/fail against issue 4's targets; the exit status is 0 whatever they say.
+the bare endpoint's rate and at half the GET's own rate, p50/p99; the app worker's RSS. The
+report gives the ratios and pass/fail against issue 4's targets; the exit status is 0 whatever
+they say.
 Everything it made (database, Redis keys, processes, temp files) is removed at the end, also on
 Ctrl-C. ``--keep`` keeps the database.
 """
@@ -586,11 +587,13 @@ def measure(opts: Options, tmp: Path, codes: list[str], tokens: list[str]) -> di
                 f" (non-2xx {row['post_evaluation']['non_2xx']})"
             )
             results["rounds"].append(row)
-        bare_max = statistics.median(r["bare"]["rps"] for r in results["rounds"])
-        rate = bare_max / 2
-        log(f"GET card open-loop at {rate:.0f} req/s for {opts.latency_seconds:.0f} s")
+        # "Half that load" read both ways: half the bare endpoint's max (the target's reading)
+        # and half the GET's own max (the app at half its capacity).
         paths = [f"/api/v1/cards/{c}" for c in codes]
-        results["latency"] = open_loop(opts, app, paths, rate)
+        for key, kind in (("latency", "bare"), ("latency_half_get", "get_card")):
+            rate = statistics.median(r[kind]["rps"] for r in results["rounds"]) / 2
+            log(f"GET card open-loop at {rate:.0f} req/s for {opts.latency_seconds:.0f} s")
+            results[key] = open_loop(opts, app, paths, rate)
         results["rss"] = {
             "app": app.rss(),
             "app_peak": app.rss_peak,
@@ -653,12 +656,28 @@ def summarise(r: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def latency_ok(lat: dict[str, Any]) -> bool:
+    return bool(lat["p99_ms"] <= TARGET_P99_MS and set(lat["statuses"]) == {"200"})
+
+
+def latency_lines(r: dict[str, Any], lat: dict[str, Any], what: str) -> list[str]:
+    verdict = "PASS" if latency_ok(lat) else "FAIL"
+    return [
+        f"latency: GET card open-loop at {lat['target_rps']:.0f} req/s ({what}) for "
+        f"{r['options']['latency_seconds']:.0f} s, {r['options']['latency_procs']} generator "
+        f"processes, from the scheduled send time:",
+        f"  achieved {lat['achieved_rps']:.0f} req/s, {lat['requests']} requests, statuses "
+        f"{lat['statuses']}, unfinished after 30 s {lat['unfinished']}, late sends "
+        f"{lat['late_sends']}, server CPU {lat['server_cpu']:.2f}",
+        f"  p50 {lat['p50_ms']:.2f} ms · p90 {lat['p90_ms']:.2f} ms · p99 {lat['p99_ms']:.2f} ms "
+        f"· max {lat['max_ms']:.2f} ms  (target p99 ≤ {TARGET_P99_MS:.0f} ms)  {verdict}",
+    ]
+
+
 def report_lines(r: dict[str, Any]) -> list[str]:
     s = r["summary"]
-    lat = r["latency"]
     mib = 1024 * 1024
     ok_get = s["get_ratio"] >= TARGET_GET_RATIO
-    ok_p99 = lat["p99_ms"] <= TARGET_P99_MS and set(lat["statuses"]) == {"200"}
     ok_post = s["post_ratio"] >= TARGET_POST_RATIO
     verdict = {True: "PASS", False: "FAIL"}
     lines = [
@@ -688,14 +707,8 @@ def report_lines(r: dict[str, Any]) -> list[str]:
         f"  non-2xx: GET {s['get_non_2xx']}, POST {s['post_non_2xx']}; socket errors "
         f"{s['socket_errors']}; evaluations stored {r['evaluations']}, 差评 cases opened "
         f"{r['cases_opened']} (level-2 share {r['options']['bad_share']:.0%})",
-        f"latency: GET card open-loop at {lat['target_rps']:.0f} req/s (half the bare max) for "
-        f"{r['options']['latency_seconds']:.0f} s, {r['options']['latency_procs']} generator "
-        f"processes, from the scheduled send time:",
-        f"  achieved {lat['achieved_rps']:.0f} req/s, {lat['requests']} requests, statuses "
-        f"{lat['statuses']}, unfinished after 30 s {lat['unfinished']}, late sends "
-        f"{lat['late_sends']}, server CPU {lat['server_cpu']:.2f}",
-        f"  p50 {lat['p50_ms']:.2f} ms · p90 {lat['p90_ms']:.2f} ms · p99 {lat['p99_ms']:.2f} ms "
-        f"· max {lat['max_ms']:.2f} ms  (target p99 ≤ {TARGET_P99_MS:.0f} ms)  {verdict[ok_p99]}",
+        *latency_lines(r, r["latency"], "half the bare max"),
+        *latency_lines(r, r["latency_half_get"], "half the GET's own max"),
         f"memory: app worker RSS {r['rss']['app'] / mib:.1f} MiB (peak {r['rss']['app_peak'] / mib:.1f}"
         f", idle {r['rss_idle']['app'] / mib:.1f}); bare worker {r['rss']['bare'] / mib:.1f} MiB",
     ]

@@ -183,6 +183,7 @@ async def services(
     sms_fake.reset()
     ctx = app_server[1]
     ctx.forget_calendars()
+    ctx.forget_local()  # the database and Redis were emptied: so are this worker's copies
     ctx.unknown_years.clear()
     return ctx
 

@@ -548,3 +548,46 @@ async def test_a_reviewed_rating_is_not_flagged_again(
     ]
     last = await Evaluation.get(id=ids[2])
     assert last.flag_reasons[0]["count"] == 3
+
+
+async def test_the_orm_rules_flag_what_the_sql_flags(
+    client: httpx.AsyncClient,
+    services: Services,
+    frozen: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The embedded default (SQLite) flags through the ORM: the same flags as PostgreSQL's SQL."""
+    from tortoise.transactions import in_transaction
+
+    from api.services import rating_bursts
+
+    monkeypatch.setattr(services.settings, "burst_officer_ratings", 3)
+    monkeypatch.setattr(services.settings, "burst_citizen_officers", 2)
+    world = await make_world()
+    first = await citizen_token(client, "u0")
+    for card, headers in (
+        (world.card, first),
+        (world.card, await citizen_token(client, "u1")),
+        (world.card, await citizen_token(client, "u2")),  # the officer's burst
+        (world.other_card, first),  # u0's burst: two officers
+    ):
+        assert (await rate(client, card.code, headers)).status_code == 201
+        clock.advance(timedelta(minutes=1))
+
+    async def flags() -> list[tuple[str, list[dict[str, Any]], bool]]:
+        rows = await Evaluation.all().order_by("id")
+        return [(r.flag_status, r.flag_reasons, r.flagged_at is not None) for r in rows]
+
+    by_sql = await flags()
+    assert [f[0] for f in by_sql] == ["pending"] * 4
+    assert [[r["code"] for r in f[1]] for f in by_sql] == [
+        ["officer_burst", "citizen_burst"],
+        ["officer_burst"],
+        ["officer_burst"],
+        ["citizen_burst"],
+    ]
+    await Evaluation.all().update(flag_status="", flag_reasons=[], flagged=False, flagged_at=None)
+    async with in_transaction() as conn:
+        for ev in await Evaluation.all().order_by("id").using_db(conn):
+            await rating_bursts._flag_bursts_orm(services, ev, conn=conn)
+    assert await flags() == by_sql

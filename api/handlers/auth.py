@@ -48,7 +48,7 @@ async def staff_login(request: Request) -> HTTPResponse:
 @bp.post("/staff/auth/logout")
 @openapi.definition(summary="工作人员退出登录", tag="staff")
 async def staff_logout(request: Request) -> HTTPResponse:
-    await auth.revoke(bearer(request), kind="staff")
+    await auth.revoke(services(request), bearer(request), kind="staff")
     return json({"ok": True})
 
 

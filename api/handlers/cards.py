@@ -7,7 +7,7 @@ from sanic.request import Request
 from sanic.response import HTTPResponse, json
 from sanic_ext import openapi
 
-from api.handlers.common import current_citizen, json_body, services
+from api.handlers.common import current_citizen_identity, json_body, services
 from api.schemas import EvaluationCreate
 from api.services import card_lookup, citizen_cases, encounters
 from api.services.catalog import CATEGORIES
@@ -37,7 +37,7 @@ async def get_card(request: Request, code: str) -> HTTPResponse:
     tag="citizen",
 )
 async def rate(request: Request, code: str) -> HTTPResponse:
-    citizen = await current_citizen(request)
+    citizen = await current_citizen_identity(request)
     body = parse_json(request, EvaluationCreate)
     return json(await citizen_cases.rate(services(request), citizen, code, body), status=201)
 

@@ -16,7 +16,7 @@ bp = Blueprint("me", url_prefix="/api/v1")
 @bp.get("/me")
 @openapi.definition(summary="我的资料（手机号码脱敏）", tag="citizen")
 async def me(request: Request) -> HTTPResponse:
-    return json(await citizen_phone.profile(bearer(request)))
+    return json(await citizen_phone.profile(services(request), bearer(request)))
 
 
 @bp.post("/me/phone")

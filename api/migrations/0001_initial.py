@@ -251,7 +251,7 @@ class Migration(migrations.Migration):
                 ('case', fields.ForeignKeyField('models.Case', source_field='case_id', null=True, db_constraint=True, to_field='id', related_name='evaluations', on_delete=OnDelete.SET_NULL)),
                 ('created_at', fields.DatetimeField(db_index=True, auto_now=False, auto_now_add=False)),
             ],
-            options={'table': 'evaluation', 'app': 'models', 'pk_attr': 'id', 'table_description': "A citizen's rating of one encounter (好差评, five levels of GB/T 39735-2020)."},
+            options={'table': 'evaluation', 'app': 'models', 'indexes': [Index(fields=['citizen_id', 'card_id', 'created_at']), Index(fields=['officer_id', 'created_at'])], 'pk_attr': 'id', 'table_description': "A citizen's rating of one encounter (好差评, five levels of GB/T 39735-2020)."},
             bases=['Model'],
         ),
         ops.CreateModel(

@@ -47,3 +47,6 @@ class Evaluation(Model):
 
     class Meta:
         table = "evaluation"
+        # The once-per-window rule (a citizen's ratings of one card) and the burst counts (an
+        # officer's ratings, a citizen's ratings) read recent rows of one citizen or one officer.
+        indexes = (("citizen_id", "card_id", "created_at"), ("officer_id", "created_at"))

@@ -13,13 +13,15 @@ from typing import TYPE_CHECKING
 from tortoise.expressions import F, Q
 from tortoise.transactions import in_transaction
 
-from api import clock
+from api import clock, db
 from api.db import column
 from api.errors import Unauthorized, UpstreamUnavailable
 from api.integrations.wechat import WeChatError, WeChatSession
 from api.models import AuthSession, Citizen, SecurityEvent, StaffUser
+from api.services import broadcast
 from api.services.context import Services
 from api.services.passwords import dummy_verify, verify_password
+from api.services.session_cache import CitizenIdentity
 
 if TYPE_CHECKING:
     from tortoise.backends.base.client import BaseDBAsyncClient
@@ -244,18 +246,52 @@ async def _unknown_user_failure(services: Services, username: str) -> None:
         )
 
 
-async def session_for(token: str, kind: str) -> AuthSession:
+def _check_token(token: str) -> str:
     if not token.isascii() or len(token) > 128:
         raise Unauthorized("登录已失效，请重新登录", code="token_invalid")
-    session = await AuthSession.get_or_none(token_hash=token_hash(token), kind=kind)
+    return token_hash(token)
+
+
+async def session_for(token: str, kind: str) -> AuthSession:
+    session = await AuthSession.get_or_none(token_hash=_check_token(token), kind=kind)
     if session is None or session.revoked_at is not None or session.expires_at <= clock.now():
         raise Unauthorized("登录已失效，请重新登录", code="token_invalid")
     return session
 
 
-async def citizen_for(token: str) -> Citizen:
-    session = await session_for(token, "citizen")
-    return await Citizen.get(id=session.citizen_id)
+_CITIZEN_SESSION = """
+SELECT s.citizen_id, s.expires_at, s.revoked_at, c.openid
+FROM auth_session s JOIN citizen c ON c.id = s.citizen_id
+WHERE s.token_hash = $1 AND s.kind = 'citizen'
+"""
+
+
+async def citizen_identity(services: Services, token: str) -> CitizenIdentity:
+    """Whose citizen session this is, from this worker's memory when it read it lately
+    (``session_cache``), else in one query."""
+    digest = _check_token(token)
+    now = clock.now()
+    known = services.sessions.get(digest, now)
+    if known is not None:
+        return known
+    mark = services.sessions.mark()
+    if db.is_postgres():
+        _, rows = await db.default_connection().execute_query(_CITIZEN_SESSION, [digest])
+    else:
+        rows = await AuthSession.filter(token_hash=digest, kind="citizen").values(
+            "citizen_id", "expires_at", "revoked_at", openid="citizen__openid"
+        )
+    row = rows[0] if rows else None
+    if row is None or row["revoked_at"] is not None or row["expires_at"] <= now:
+        raise Unauthorized("登录已失效，请重新登录", code="token_invalid")
+    identity = CitizenIdentity(id=row["citizen_id"], openid=row["openid"])
+    services.sessions.put(digest, identity, expires_at=row["expires_at"], mark=mark)
+    return identity
+
+
+async def citizen_for(services: Services, token: str) -> Citizen:
+    identity = await citizen_identity(services, token)
+    return await Citizen.get(id=identity.id)
 
 
 async def staff_for(token: str) -> StaffUser:
@@ -266,10 +302,13 @@ async def staff_for(token: str) -> StaffUser:
     return user
 
 
-async def revoke(token: str, kind: str) -> None:
-    """Logout: the session ends now. Only a token of ``kind`` is revoked through this door."""
+async def revoke(services: Services, token: str, kind: str) -> None:
+    """Logout: the session ends now, in this worker before the answer and in the others when the
+    news arrives (``session_cache``). Only a token of ``kind`` is revoked through this door."""
     session = await session_for(token, kind)
     await AuthSession.filter(id=session.id).update(revoked_at=clock.now())
+    services.sessions.forget(session.token_hash)
+    await broadcast.publish_revoked(services, session.token_hash)
 
 
 async def refuse_demo_accounts() -> None:

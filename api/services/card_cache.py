@@ -19,6 +19,9 @@ Changes are admin actions, rare next to scans; one change re-reads each card onc
 are random tokens, never a counter, so an entry can never come back to life after Redis lost the
 generation key. Redis is an accelerator only: when it fails, the view is read from the database.
 The TTLs are a safety net against an invalidation lost while Redis was unreachable.
+
+Each new generation is also published on ``{prefix}card-changes``: every worker keeps its own
+copy of the answers it served (``card_local``) and drops it when told.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ class Lookup:
     generation: str | None  # None: Redis unreachable, or the generation was just reset
     kind: str | None = None  # FOUND | REVOKED | UNKNOWN on a hit
     body: str = ""  # the JSON body of a FOUND answer
+    unavailable: bool = False  # Redis could not be read
 
 
 def entry_key(services: Services, code: str) -> str:
@@ -60,6 +64,10 @@ def _entry_key(settings: Settings, code: str) -> str:
 
 def generation_key(settings: Settings) -> str:
     return f"{settings.redis_prefix}card-generation"
+
+
+def changes_channel(settings: Settings) -> str:
+    return f"{settings.redis_prefix}card-changes"
 
 
 def new_generation() -> str:
@@ -78,7 +86,7 @@ async def read(services: Services, code: str) -> Lookup:
             return Lookup(fresh if started else None)
     except RedisError as exc:
         log.warning("card cache unavailable, reading the database: %s", exc)
-        return Lookup(None)
+        return Lookup(None, unavailable=True)
     if raw is not None:
         entry_gen, kind, body = raw.split(_SEP, 2)
         if entry_gen == generation:
@@ -101,14 +109,20 @@ async def invalidate(services: Services, *codes: str) -> None:
     """After a committed change to cards, officers or units: every cached card view is stale.
 
     ``codes`` (the cards known to be touched) are also deleted, which frees their memory now.
+    This worker's copies go before the call returns; the other workers' when the news arrives.
     """
-    await invalidate_with(services.redis, services.settings, *codes)
+    try:
+        await invalidate_with(services.redis, services.settings, *codes)
+    finally:
+        services.card_local.drop()
 
 
 async def invalidate_with(redis: Redis, settings: Settings, *codes: str) -> None:
+    generation = new_generation()
     try:
         async with redis.pipeline(transaction=False) as pipe:
-            pipe.set(generation_key(settings), new_generation())
+            pipe.set(generation_key(settings), generation)
+            pipe.publish(changes_channel(settings), generation)
             if codes:
                 pipe.delete(*(_entry_key(settings, c) for c in codes))
             await pipe.execute()

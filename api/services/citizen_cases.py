@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
 from api import clock
 from api.errors import NotFound
 from api.integrations.sms import normalize_phone
-from api.models import Case, Citizen, Evaluation, Officer
+from api.models import Case, Citizen, Officer
 from api.models.case import CaseKind
 from api.schemas import ComplaintCreate, EvaluationCreate, FeedbackCreate
 from api.services import case_actions, lifecycle, moderation, rating_integrity, uploads
 from api.services.card_lookup import active_card
 from api.services.context import Services
+from api.services.session_cache import CitizenIdentity
 from api.services.views import citizen_summary, citizen_view
 from api.validation import field_error
 
@@ -22,16 +24,18 @@ BAD_RATING_MAX = 2  # levels 1–2 are a 差评 (DOMAIN.md)
 
 
 async def rate(
-    services: Services, citizen: Citizen, code: str, body: EvaluationCreate
+    services: Services, citizen: CitizenIdentity, code: str, body: EvaluationCreate
 ) -> dict[str, Any]:
-    card = await active_card(code)
+    if body.comment.strip():
+        await active_card(code)  # an unknown or revoked card is told before WeChat is asked
     # Content security first, outside the transaction (no lock waits on WeChat).
     screening = await moderation.screen_texts(
         services, citizen, {"comment": body.comment}, scene=moderation.SCENE_COMMENT
     )
     now = clock.now()
     async with in_transaction() as conn:
-        # One per card per 24 h, encounter code, locks (api/services/rating_integrity.py).
+        # The card, locks, one per card per 24 h, encounter code (api/services/rating_integrity.py).
+        card = await rating_integrity.card_for_rating(citizen, code, conn=conn)
         admission = await rating_integrity.admit(
             services,
             citizen=citizen,
@@ -51,32 +55,30 @@ async def rate(
                 card_id=card.id,
                 categories=[],
                 description=body.comment,
-                # a 群众监督员's 差评 goes to the supervising unit, as their reports do
-                public_supervisor=citizen.is_public_supervisor,
+                # a 群众监督员's 差评 goes to the supervising unit, as their reports do (read
+                # here: an appointment may change during a session)
+                public_supervisor=await _is_public_supervisor(citizen.id, conn),
                 conn=conn,
             )
-        evaluation = await Evaluation.create(
-            card_id=card.id,
-            officer_id=card.officer_id,
-            citizen_id=citizen.id,
-            level=body.level,
-            dimensions=body.dimensions,
-            answers=body.answers,
-            comment=body.comment,
-            case_id=case.id if case else None,
-            verified=admission.verified,
-            created_at=now,
-            using_db=conn,
+        rating = await rating_integrity.store(
+            services,
+            citizen=citizen,
+            card=card,
+            body=body,
+            case=case,
+            admission=admission,
+            now=now,
+            conn=conn,
         )
-        await rating_integrity.settle(services, evaluation, admission, conn=conn)
+        await rating_integrity.settle(services, rating, admission, conn=conn)
         await moderation.hold_texts(
-            screening, citizen_id=citizen.id, case=case, evaluation=evaluation, conn=conn
+            screening, citizen_id=citizen.id, case=case, evaluation_id=rating.id, conn=conn
         )
     return {
-        "id": evaluation.id,
-        "level": evaluation.level,
-        "verified": evaluation.verified,
-        "created_at": clock.iso(evaluation.created_at),
+        "id": rating.id,
+        "level": body.level,
+        "verified": admission.verified,
+        "created_at": clock.iso(now),
         "ticket_no": case.ticket_no if case else None,
     }
 
@@ -194,3 +196,13 @@ async def supply_info(
         )
         await moderation.hold_texts(screening, citizen_id=citizen.id, case=case, conn=conn)
     return await citizen_view(case)
+
+
+async def _is_public_supervisor(citizen_id: int, conn: BaseDBAsyncClient) -> bool:
+    appointed = (
+        await Citizen.filter(id=citizen_id)
+        .using_db(conn)
+        .first()
+        .values_list("is_public_supervisor", flat=True)
+    )
+    return bool(appointed)

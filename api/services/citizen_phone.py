@@ -25,8 +25,8 @@ _CODE_INVALID = {40029, 40163}
 _BUSY = {-1, 45011}
 
 
-async def profile(token: str) -> dict[str, Any]:
-    citizen = await auth.citizen_for(token)
+async def profile(services: Services, token: str) -> dict[str, Any]:
+    citizen = await auth.citizen_for(services, token)
     return await _view(citizen)
 
 

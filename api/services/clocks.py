@@ -76,24 +76,34 @@ async def start_clock(
         due_at=add_amount(at, limit, calendar),
         using_db=conn,
     )
-    await schedule_steps(clock, policy=policy, calendar=calendar, conn=conn)
+    await schedule_steps(clock, policy=policy, calendar=calendar, conn=conn, new=True)
     return clock
 
 
 async def schedule_steps(
-    clock: CaseClock, *, policy: SlaPolicy, calendar: WorkCalendar, conn: Conn = None
+    clock: CaseClock,
+    *,
+    policy: SlaPolicy,
+    calendar: WorkCalendar,
+    conn: Conn = None,
+    new: bool = False,
 ) -> None:
-    """(Re)creates the pending steps of a clock; a step that already fired never fires again."""
-    fired = set(
-        await column(
-            EscalationStep.filter(clock_id=clock.id, status=StepStatus.FIRED).using_db(conn), "step"
+    """(Re)creates the pending steps of a clock; a step that already fired never fires again.
+
+    ``new``: the clock was created in this transaction, so it has no steps yet."""
+    fired: set[str] = set()
+    if not new:
+        fired = set(
+            await column(
+                EscalationStep.filter(clock_id=clock.id, status=StepStatus.FIRED).using_db(conn),
+                "step",
+            )
         )
-    )
-    await (
-        EscalationStep.filter(clock_id=clock.id, status=StepStatus.PENDING)
-        .using_db(conn)
-        .update(status=StepStatus.CANCELLED)
-    )
+        await (
+            EscalationStep.filter(clock_id=clock.id, status=StepStatus.PENDING)
+            .using_db(conn)
+            .update(status=StepStatus.CANCELLED)
+        )
     rule = policy.clocks.get(clock.kind)
     times = ladder_times(
         start=clock.ladder_start or clock.started_at,
@@ -141,10 +151,17 @@ async def stop_all_clocks(case: Case, *, at: datetime, conn: Conn = None) -> Non
     await stop_clocks(case, tuple(kinds), at=at, conn=conn)
 
 
-async def refresh_next_due(case: Case, *, conn: Conn = None) -> None:
-    """Keeps ``case.next_due_at`` (the inbox's urgency key) equal to the nearest running deadline."""
-    running = CaseClock.filter(case_id=case.id, status=ClockStatus.RUNNING).using_db(conn)
-    dues = await column(running, "due_at")
+async def refresh_next_due(
+    case: Case, *, conn: Conn = None, running: list[CaseClock] | None = None
+) -> None:
+    """Keeps ``case.next_due_at`` (the inbox's urgency key) equal to the nearest running deadline.
+
+    ``running``: the case's running clocks when the caller has them all (a case just opened)."""
+    if running is None:
+        query = CaseClock.filter(case_id=case.id, status=ClockStatus.RUNNING).using_db(conn)
+        dues = await column(query, "due_at")
+    else:
+        dues = [c.due_at for c in running]
     case.next_due_at = min(dues) if dues else None
     await case.save(using_db=conn, update_fields=["next_due_at"])
 

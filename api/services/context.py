@@ -16,6 +16,9 @@ from api import fieldcrypt
 from api.integrations.sms import SmsGateway
 from api.integrations.wechat import WeChatGateway
 from api.models import CalendarOverride
+from api.services.card_local import LocalCards
+from api.services.ratelimit import LocalWindow
+from api.services.session_cache import SessionCache
 from api.services.subscribe_config import SubscribeConfig, load_subscribe_config
 from api.settings import Settings
 from api.sla.policy import SlaPolicy, load_policy, load_profiles
@@ -41,6 +44,10 @@ class Services:
     sms: SmsGateway
     sms_templates: dict[str, SmsTemplate]
     subscribe: SubscribeConfig  # WeChat subscribe message templates (config/subscribe.toml)
+    # This worker's own state on the scan path (api/services/broadcast.py keeps it in step).
+    card_local: LocalCards
+    sessions: SessionCache
+    ip_window: LocalWindow = field(default_factory=LocalWindow)
     unknown_years: set[int] = field(default_factory=set)
     _calendars: dict[str, tuple[float, WorkCalendar]] = field(default_factory=dict)
     # Unknown-year admin alert: years noted and not settled, the task settling each, and when a
@@ -73,6 +80,12 @@ class Services:
 
     def forget_calendars(self) -> None:
         self._calendars.clear()
+
+    def forget_local(self) -> None:
+        """Drops this worker's copies of card views, sessions and per-IP counts (tests)."""
+        self.card_local.drop()
+        self.sessions.clear()
+        self.ip_window = LocalWindow()
 
     def _unknown_year(self, year: int) -> None:
         if year not in self.unknown_years:
@@ -158,4 +171,9 @@ def build_context(settings: Settings, redis: Redis) -> Services:
         ),
         sms_templates=_templates(sms_raw),
         subscribe=load_subscribe_config(settings.subscribe_config),
+        card_local=LocalCards(
+            max_entries=settings.card_cache_local_entries,
+            trust_seconds=settings.card_cache_local_seconds,
+        ),
+        sessions=SessionCache(seconds=settings.session_cache_seconds),
     )

@@ -89,12 +89,15 @@ async def open_case(
         using_db=conn,
     )
     calendar = await services.calendar(policy)
-    for kind_ in _clocks_on_receipt(case):
+    started = [
         await clocks.start_clock(case, kind_, at=now, policy=policy, calendar=calendar, conn=conn)
-    await clocks.refresh_next_due(case, conn=conn)
+        for kind_ in _clocks_on_receipt(case)
+    ]
+    await clocks.refresh_next_due(case, conn=conn, running=started)
     event = "received" if kind == CaseKind.COMPLAINT else "bad_rating_received"
-    await record_event(case, event, conn=conn, unit=unit.name)
-    await tell_handlers(services, case, unit, conn)
+    await record_event(case, event, conn=conn, first=True, unit=unit.name)
+    ack = next(c for c in started if c.kind == "acknowledge")
+    await tell_handlers(services, case, unit, conn, ack=ack)
     if case.urgency == "urgent":
         await _tell_leader_at_once(services, case, unit, conn)
     return case
@@ -121,13 +124,20 @@ async def _tell_leader_at_once(
 
 
 async def tell_handlers(
-    services: Services, case: Case, unit: Unit, conn: BaseDBAsyncClient
+    services: Services,
+    case: Case,
+    unit: Unit,
+    conn: BaseDBAsyncClient,
+    *,
+    ack: CaseClock | None = None,
 ) -> None:
     """A new case in my unit (filed, or transferred to it): its handlers hear of it, with the
-    签收 deadline — the case's own, since a transfer never resets a clock."""
+    签收 deadline — the case's own, since a transfer never resets a clock (``ack``: that clock,
+    when the caller has it)."""
     if not services.settings.notify_new_cases:
         return
-    ack = await CaseClock.get(case_id=case.id, kind="acknowledge", using_db=conn)
+    if ack is None:
+        ack = await CaseClock.get(case_id=case.id, kind="acknowledge", using_db=conn)
     due_text = f"{clock.to_china(ack.due_at):%m月%d日%H:%M}" if ack.stopped_at is None else "尽快"
     for phone in await handler_phones(unit_id=unit.id, officer_id=case.officer_id, conn=conn):
         await enqueue_sms(

@@ -27,6 +27,7 @@ from api.models import Case, Citizen, ContentHold, Evaluation, Evidence
 from api.models.moderation import ContentStatus
 from api.services.clocks import Conn
 from api.services.context import Services
+from api.services.session_cache import CitizenIdentity
 from api.services.timeline import record_event
 
 log = logging.getLogger("pingyi.moderation")
@@ -82,7 +83,7 @@ class Screening:
 
 
 async def screen_texts(
-    services: Services, citizen: Citizen, texts: dict[str, str], *, scene: int
+    services: Services, citizen: Citizen | CitizenIdentity, texts: dict[str, str], *, scene: int
 ) -> Screening:
     """Checks the non-empty texts at once; raises ``ContentRisky`` if any of them is risky."""
     fields = [(name, text) for name, text in texts.items() if text.strip()]
@@ -102,7 +103,7 @@ async def screen_texts(
 
 
 async def _check(
-    services: Services, citizen: Citizen, field: str, text: str, scene: int
+    services: Services, citizen: Citizen | CitizenIdentity, field: str, text: str, scene: int
 ) -> Verdict:
     # The gateway runs wechatpy in a thread with its own HTTP timeout; this bound is the one the
     # citizen waits for. Whatever goes wrong, the text is held, never passed unchecked.
@@ -129,7 +130,7 @@ async def hold_texts(
     *,
     citizen_id: int,
     case: Case | None = None,
-    evaluation: Evaluation | None = None,
+    evaluation_id: int | None = None,
     conn: Conn,
 ) -> list[ContentHold]:
     """Records the held texts of one submission (inside its transaction)."""
@@ -137,7 +138,7 @@ async def hold_texts(
         await ContentHold.create(
             citizen_id=citizen_id,
             case_id=case.id if case else None,
-            evaluation_id=evaluation.id if evaluation else None,
+            evaluation_id=evaluation_id,
             field=v.field,
             text=v.text,
             reason=v.reason,
@@ -147,9 +148,12 @@ async def hold_texts(
         )
         for v in screening.held
     ]
-    if holds and evaluation is not None and any(h.field == "comment" for h in holds):
-        evaluation.content_status = ContentStatus.HELD
-        await evaluation.save(using_db=conn, update_fields=["content_status"])
+    if holds and evaluation_id is not None and any(h.field == "comment" for h in holds):
+        await (
+            Evaluation.filter(id=evaluation_id)
+            .using_db(conn)
+            .update(content_status=ContentStatus.HELD)
+        )
     if holds and case is not None:
         await _mark_case_held(case, holds, conn)
     return holds

@@ -1,7 +1,12 @@
-"""Fixed-window request counters in Redis: per client IP, per caller, per citizen for complaints.
+"""Fixed-window request counters: per client IP in each worker; per caller and per citizen in Redis.
 
-One round trip per counter (INCR + EXPIRE in a pipeline). A window is a slot of the shared clock;
-the key expires with it, so Redis holds no more than one live counter per limit and caller.
+The per-IP limit is a flood guard in front of everything, the card scan included, so it costs no
+round trip: each worker counts in its own memory (``LocalWindow``). With N workers a client whose
+connections the kernel spreads over all of them gets up to N times ``rate_ip_per_minute`` (one
+keep-alive connection stays with one worker); the quotas that must hold across workers — POSTs per
+caller, complaints per citizen — are Redis counters, one round trip each (INCR + EXPIRE in one
+script). A window is a slot of the shared clock; a Redis key expires with it, and a worker's
+counts are cleared when its slot ends, so neither holds more than one window of counters.
 """
 
 from __future__ import annotations
@@ -9,15 +14,20 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from redis.exceptions import RedisError
 
 from api import clock
 from api.errors import TooManyRequests
-from api.services.context import Services
+
+if TYPE_CHECKING:  # the services hold this module's LocalWindow
+    from api.services.context import Services
 
 log = logging.getLogger("pingyi.ratelimit")
 TOO_MANY = "操作过于频繁，请{wait}后再试"
+# INCR and EXPIRE in one command (one round trip, one reply to parse).
+_HIT = "local n = redis.call('incr', KEYS[1]) redis.call('expire', KEYS[1], ARGV[1]) return n"
 # DECR only a live counter: on an expired key DECR would create one that never expires.
 _REFUND = (
     "if redis.call('exists', KEYS[1]) == 1 then return redis.call('decr', KEYS[1]) end return 0"
@@ -52,21 +62,45 @@ def enforced(services: Services, limit: Limit) -> bool:
 async def hit(services: Services, *, limit: Limit, counter: Counter) -> None:
     """Counts one request against ``limit``; over it → 429 with ``Retry-After``."""
     try:
-        async with services.redis.pipeline(transaction=False) as pipe:
-            pipe.incr(counter.key)
-            pipe.expire(counter.key, limit.window + 1)
-            count, _ = await pipe.execute()
+        count = await services.redis.eval(_HIT, 1, counter.key, limit.window + 1)
     except RedisError as exc:
         # Fail open: without Redis the service stays usable (the card scan reads the database).
         log.warning("rate limit %s not counted: %s", limit.name, exc)
         return
     if int(count) > limit.limit:
-        retry_after = max(1, math.ceil(counter.resets_at - clock.now().timestamp()))
-        raise TooManyRequests(
-            TOO_MANY.format(wait=_wait_text(retry_after)),
-            details={"limit": limit.limit, "window_seconds": limit.window},
-            headers={"Retry-After": str(retry_after)},
-        )
+        _refuse(limit, counter.resets_at - clock.now().timestamp())
+
+
+class LocalWindow:
+    """One worker's counts for one limit in the current window, cleared when the window ends."""
+
+    def __init__(self) -> None:
+        self._slot = -1
+        self._counts: dict[str, int] = {}
+
+    def hit(self, *, limit: Limit, subject: str, now: float) -> None:
+        slot = int(now // limit.window)
+        if slot != self._slot:
+            self._slot = slot
+            self._counts.clear()
+        count = self._counts.get(subject, 0) + 1
+        self._counts[subject] = count
+        if count > limit.limit:
+            _refuse(limit, float((slot + 1) * limit.window) - now)
+
+
+def check_local(services: Services, *, limit: Limit, subject: str) -> None:
+    if enforced(services, limit):
+        services.ip_window.hit(limit=limit, subject=subject, now=clock.now().timestamp())
+
+
+def _refuse(limit: Limit, seconds_left: float) -> None:
+    retry_after = max(1, math.ceil(seconds_left))
+    raise TooManyRequests(
+        TOO_MANY.format(wait=_wait_text(retry_after)),
+        details={"limit": limit.limit, "window_seconds": limit.window},
+        headers={"Retry-After": str(retry_after)},
+    )
 
 
 async def refund(services: Services, counter: Counter) -> None:

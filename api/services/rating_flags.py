@@ -6,7 +6,8 @@ Two rules, each a count within a sliding window (settings, 0 switches a rule off
 - ``citizen_burst``: one citizen rating ``burst_citizen_officers`` (5) different officers within
   ``burst_citizen_minutes`` (60).
 When a rule fires, every rating of the burst is flagged (the earlier ones too), each with the rule
-as a reason. Verified ratings are not exempt: the officer hands out the codes.
+as a reason (``rating_bursts``, when a rating is stored). Verified ratings are not exempt: the
+officer hands out the codes.
 
 A reviewer (capability ``rating.review``, in their unit's subtree) confirms or clears a flag with a
 note; each decision is a ``RatingReview`` row. A confirmed rating is left out of the assessment
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from datetime import timedelta
 from typing import Any
 
 from tortoise.expressions import Q
@@ -29,7 +29,6 @@ from api.errors import Conflict, NotFound
 from api.models import Evaluation, RatingReview, StaffUser, Unit
 from api.schemas import RatingReviewCreate
 from api.services import permissions
-from api.services.clocks import Conn
 from api.services.context import Services
 from api.texts import LEVELS
 
@@ -52,73 +51,6 @@ DECISIONS = {"confirm": FlagStatus.CONFIRMED, "clear": FlagStatus.CLEARED}
 def assessable() -> Q:
     """Ratings that count in the assessment: all but those whose flag a reviewer confirmed."""
     return ~Q(flag_status=FlagStatus.CONFIRMED)
-
-
-# --- flagging, inside the rating's transaction ---------------------------------------------------
-
-
-def _reason(code: str, *, count: int, minutes: float, threshold: int) -> dict[str, Any]:
-    return {"code": code, "count": count, "minutes": minutes, "threshold": threshold}
-
-
-async def _officer_burst(services: Services, ev: Evaluation, conn: Conn) -> list[Evaluation]:
-    s = services.settings
-    if s.burst_officer_ratings <= 0:
-        return []
-    since = ev.created_at - timedelta(minutes=s.burst_officer_minutes)
-    rows = await Evaluation.filter(officer_id=ev.officer_id, created_at__gt=since).using_db(conn)
-    return rows if len(rows) >= s.burst_officer_ratings else []
-
-
-async def _citizen_burst(services: Services, ev: Evaluation, conn: Conn) -> list[Evaluation]:
-    s = services.settings
-    if s.burst_citizen_officers <= 0 or ev.citizen_id is None:
-        return []
-    since = ev.created_at - timedelta(minutes=s.burst_citizen_minutes)
-    rows = await Evaluation.filter(citizen_id=ev.citizen_id, created_at__gt=since).using_db(conn)
-    return rows if len({r.officer_id for r in rows}) >= s.burst_citizen_officers else []
-
-
-async def _flag(rows: list[Evaluation], reason: dict[str, Any], conn: Conn) -> None:
-    now = clock.now()
-    for row in rows:
-        if row.flag_status not in (FlagStatus.NONE, FlagStatus.PENDING):
-            continue  # a reviewer already decided on this one
-        if any(r.get("code") == reason["code"] for r in row.flag_reasons):
-            continue
-        row.flag_reasons = [*row.flag_reasons, reason]
-        row.flagged = True
-        row.flag_status = FlagStatus.PENDING
-        row.flagged_at = row.flagged_at or now
-        await row.save(
-            update_fields=["flag_reasons", "flagged", "flag_status", "flagged_at"], using_db=conn
-        )
-
-
-async def flag_bursts(services: Services, evaluation: Evaluation, *, conn: Conn) -> None:
-    s = services.settings
-    officer_rows = await _officer_burst(services, evaluation, conn)
-    if officer_rows:
-        reason = _reason(
-            "officer_burst",
-            count=len(officer_rows),
-            minutes=s.burst_officer_minutes,
-            threshold=s.burst_officer_ratings,
-        )
-        await _flag(officer_rows, reason, conn)
-    citizen_rows = await _citizen_burst(services, evaluation, conn)
-    if citizen_rows:
-        reason = _reason(
-            "citizen_burst",
-            count=len({r.officer_id for r in citizen_rows}),
-            minutes=s.burst_citizen_minutes,
-            threshold=s.burst_citizen_officers,
-        )
-        # The same row may be in both lists: reload so its first reason is not overwritten.
-        ids = [r.id for r in citizen_rows]
-        await _flag(await Evaluation.filter(id__in=ids).using_db(conn), reason, conn)
-    if officer_rows or citizen_rows:
-        await evaluation.refresh_from_db(using_db=conn)
 
 
 # --- the reviewer's queue --------------------------------------------------------------------------

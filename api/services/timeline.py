@@ -95,9 +95,13 @@ async def record_event(
     staff_id: int | None = None,
     data: dict[str, Any] | None = None,
     conn: Conn = None,
+    first: bool = False,
     **text_values: Any,
 ) -> CaseEvent:
-    """Appends an entry to the case's audit log inside the caller's transaction."""
+    """Appends an entry to the case's audit log inside the caller's transaction.
+
+    ``first``: the case was created in this transaction, so no other writer can see it yet and
+    its log is empty (the unique (case, seq) index would refuse a second first entry)."""
     if conn is None:
         async with in_transaction() as own:
             return await record_event(
@@ -108,13 +112,16 @@ async def record_event(
                 staff_id=staff_id,
                 data=data,
                 conn=own,
+                first=first,
                 **text_values,
             )
     template = EVENTS.get(kind) or AUDIT_TEXTS.get(kind, kind)
-    # Lock the case first, then read its last entry: two writers on one case take turns, so each
-    # sees the other's entry (the unique (case, seq) index is the backstop).
-    await case_lock(case.id, conn)
-    last = await CaseEvent.filter(case_id=case.id).using_db(conn).order_by("-seq").first()
+    last = None
+    if not first:
+        # Lock the case first, then read its last entry: two writers on one case take turns, so
+        # each sees the other's entry (the unique (case, seq) index is the backstop).
+        await case_lock(case.id, conn)
+        last = await CaseEvent.filter(case_id=case.id).using_db(conn).order_by("-seq").first()
     event = CaseEvent(
         case_id=case.id,
         seq=last.seq + 1 if last else 1,
