@@ -54,6 +54,7 @@ def create_app(settings: Settings | None = None, *, name: str = "pingyi") -> San
     _register_listeners(app, settings)
     _register_errors(app)
     _register_blueprints(app)
+    middleware.finish_writes(app)
     return app
 
 

@@ -8,11 +8,17 @@ side stores the answer of a claimed key and releases its lock, also when the han
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import hashlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from sanic import Sanic
 from sanic.request import Request
 from sanic.response import BaseHTTPResponse, HTTPResponse
+from sanic_ext.extensions.openapi.builders import OperationStore
 
 from api.errors import Unauthorized
 from api.services import auth, idempotency, ratelimit, sessions
@@ -20,6 +26,8 @@ from api.services.context import Services
 from api.settings import Settings
 
 COMPLAINTS_PATH = "/api/v1/complaints"
+WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+log = logging.getLogger("pingyi.requests")
 
 
 def configure_proxies(app: Sanic, settings: Settings) -> None:
@@ -111,11 +119,21 @@ async def guard(request: Request) -> HTTPResponse | None:
 
 
 async def record(request: Request, response: BaseHTTPResponse) -> None:
+    write = getattr(request.ctx, "write", None)
+    if write is not None and not write.done():
+        return  # the client left: the write records its own answer when it ends
+    await _record(request, response)
+
+
+async def _record(request: Request, response: BaseHTTPResponse | None) -> None:
+    """Refunds a complaint that was not filed and stores the answer of a claimed key (None: no
+    answer to store, the key is released); once per request."""
     if request.method != "POST":
         return
     services: Services = request.app.ctx.services
+    status = response.status if response is not None else 500
     complaint_counter = getattr(request.ctx, "complaint_counter", None)
-    if complaint_counter is not None and not 200 <= response.status < 300:
+    if complaint_counter is not None and not 200 <= status < 300:
         request.ctx.complaint_counter = None
         await ratelimit.refund(services, complaint_counter)
     claim = getattr(request.ctx, "idempotency_claim", None)
@@ -123,9 +141,9 @@ async def record(request: Request, response: BaseHTTPResponse) -> None:
         return
     request.ctx.idempotency_claim = None
     answer = None
-    if idempotency.storable(response.status):
+    if response is not None and idempotency.storable(status):
         answer = idempotency.Stored(
-            status=response.status,
+            status=status,
             content_type=response.content_type or "application/json",
             body=bytes(response.body or b""),
         )
@@ -136,3 +154,52 @@ def register(app: Sanic, settings: Settings) -> None:
     configure_proxies(app, settings)
     app.register_middleware(guard, "request")
     app.register_middleware(record, "response")
+
+
+def finish_writes(app: Sanic) -> None:
+    """Writes run to the end even when the client goes away (a weak 4G signal, a closed app).
+
+    Sanic cancels a request's task when its connection drops. Cancelled half-way, a write would
+    lose what it was about to commit, a transaction cancelled inside its BEGIN keeps its
+    database connection checked out, and an answer already committed would miss its
+    ``Idempotency-Key`` record, so the retry would run it again. Each write handler therefore runs
+    in a task of its own that the disconnect does not cancel, and records its answer for the key
+    there; the response middleware finds it recorded. Call after the blueprints are registered.
+    """
+    for route in app.router.routes:
+        if route.methods & WRITES:
+            route.handler = _to_the_end(route.handler)
+
+
+def _to_the_end(handler: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    @functools.wraps(handler)
+    async def shielded(request: Request, *args: Any, **kwargs: Any) -> Any:
+        async def run() -> Any:
+            try:
+                response = await handler(request, *args, **kwargs)
+            except BaseException:
+                if getattr(request.ctx, "abandoned", False):
+                    await _record(request, None)  # no one renders this error: free the key
+                raise
+            if isinstance(response, BaseHTTPResponse):
+                await _record(request, response)
+            return response
+
+        request.ctx.write = task = asyncio.ensure_future(run())
+        task.add_done_callback(_log_abandoned_failure)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            request.ctx.abandoned = True
+            raise
+
+    operations = OperationStore()  # the OpenAPI operation documented on the handler
+    if handler in operations:
+        operations[shielded] = operations[handler]
+    return shielded
+
+
+def _log_abandoned_failure(task: asyncio.Future[Any]) -> None:
+    # Errors of a write whose client is still there are rendered by the app's error handlers.
+    if not task.cancelled() and task.exception() is not None:
+        log.debug("write ended with %r", task.exception())
