@@ -42,6 +42,8 @@ def tortoise_config(database_url: str, *, pool_max: int = POOL_MAX) -> dict[str,
     if url.startswith(("postgres://", "asyncpg://")) and "maxsize=" not in url:
         connection = expand_db_url(url)
         connection["credentials"].update(maxsize=pool_max, reset=_keep_session)
+    elif url.startswith("sqlite://"):
+        connection = {**expand_db_url(url), "engine": "api.sqlite_backend"}
     return {
         "connections": {"default": connection},
         "apps": {
