@@ -8,7 +8,7 @@ import logging
 from typing import Any
 
 from sanic import Sanic
-from sanic.exceptions import PayloadTooLarge, SanicException
+from sanic.exceptions import PayloadTooLarge, SanicException, ServiceUnavailable
 from sanic.request import Request
 from sanic.response import HTTPResponse, json
 from sanic_ext import Extend
@@ -114,6 +114,12 @@ def _register_errors(app: Sanic) -> None:
     async def sanic_error(request: Request, exc: SanicException) -> HTTPResponse:
         status = getattr(exc, "status_code", 500) or 500
         code, message = _SANIC_CODES.get(status, ("bad_request", "请求有误"))
+        if isinstance(exc, ServiceUnavailable) and _body_incomplete(request):
+            # Sanic's response timeout while the body was still arriving: the client's doing.
+            return _error(408, "request_timeout", "请求超时：请求内容未完整送达，请重试")
+        if isinstance(exc, ServiceUnavailable):
+            log.warning("response timeout on %s %s", request.method, request.path)
+            return _error(503, "service_timeout", "服务繁忙，处理超时，请稍后重试")
         if status >= 500:
             log.exception("unhandled error", exc_info=exc)
             code, message = "internal_error", "服务器内部错误"
@@ -123,6 +129,11 @@ def _register_errors(app: Sanic) -> None:
     async def unexpected(request: Request, exc: Exception) -> HTTPResponse:
         log.exception("unhandled error on %s %s", request.method, request.path, exc_info=exc)
         return _error(500, "internal_error", "服务器内部错误")
+
+
+def _body_incomplete(request: Request) -> bool:
+    announced = request.headers.get("content-length", "")
+    return announced.isdigit() and int(announced) > len(request.body or b"")
 
 
 def _register_blueprints(app: Sanic) -> None:

@@ -44,6 +44,7 @@ OFFICER_NAMES = (
 DEMO_STAFF: tuple[tuple[str, str, str, str, str | None], ...] = (
     ("demo-province", "province_admin", "43", "省厅法制处（演示）", "19843000001"),
     ("demo-city-4301", "supervisor", DEMO_CITY, "长沙支队督察（演示）", "19843010001"),
+    ("demo-admin-4301", "city_admin", DEMO_CITY, "长沙支队系统管理员（演示）", "19843010002"),
     ("demo-county-430102", "handler", DEMO_COUNTY, "芙蓉大队法制员（演示）", "19843010201"),
     ("demo-leader-430102", "unit_leader", DEMO_COUNTY, "芙蓉大队大队长（演示）", None),
 )

@@ -245,6 +245,12 @@ async def test_supplement_held_then_released(client: httpx.AsyncClient, world: W
     hold = await ContentHold.get(case__ticket_no=ticket)
     assert hold.field == "supplement"
     city = await staff_token(client, "city-4301")
+    for no_such_hold in (0, hold.id + 1000, 2**63 - 1, 2**63, 10**30):
+        res = await client.post(
+            f"{STAFF}/{ticket}/content/{no_such_hold}", json={"decision": "release"}, headers=city
+        )
+        assert res.status_code == 404, res.text
+        assert res.json()["error"]["code"] == "content_hold_not_found"
     res = await client.post(
         f"{STAFF}/{ticket}/content/{hold.id}", json={"decision": "release"}, headers=city
     )

@@ -274,4 +274,6 @@ async def test_new_case_reaches_the_units_handlers_but_not_the_accused(
     ticket = (await _file(client, await citizen_token(client), world.card.code))["ticket_no"]
     notices = await SmsOutbox.filter(template="new_case")
     assert [n.phone for n in notices] == ["13900430102"]  # not 13700430102, the accused's account
-    assert notices[0].params["ticket"] == ticket and notices[0].params["due"] == "03月03日12:00"
+    assert (
+        notices[0].params["ticket"] == ticket and notices[0].params["due"] == "03月03日12:00前"
+    )  # "请03月03日12:00前签收"

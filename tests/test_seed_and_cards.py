@@ -30,6 +30,7 @@ BASE_URL = "https://pingyi.test.example.cn"
 DEMO_USERS = {
     "demo-province": ("province_admin", "43"),
     "demo-city-4301": ("supervisor", "4301"),
+    "demo-admin-4301": ("city_admin", "4301"),
     "demo-county-430102": ("handler", "430102"),
     "demo-leader-430102": ("unit_leader", "430102"),
     "demo-officer-430102": ("handler", "430102"),
@@ -137,7 +138,7 @@ async def test_seed_demo_creates_officers_cards_and_accounts(
     assert officer_account.officer is not None
     assert officer_account.officer.cert_no == summary["officer_account"]["cert_no"]
     assert officer_account.officer.unit_id == (await Unit.get(code="430102")).id
-    assert await StaffUser.filter(username__startswith="demo-", officer=None).count() == 4
+    assert await StaffUser.filter(username__startswith="demo-", officer=None).count() == 5
 
 
 async def test_seed_demo_rerun_creates_no_duplicates(

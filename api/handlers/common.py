@@ -9,6 +9,7 @@ from pydantic import BaseModel
 from sanic.request import Request
 from sanic_ext.extensions.openapi.definitions import Component
 
+from api import clock
 from api.errors import Unauthorized, ValidationFailed
 from api.models import Citizen, StaffUser
 from api.models.case import CaseStatus
@@ -98,7 +99,8 @@ def time_arg(request: Request, name: str) -> datetime | None:
         value = None
     if value is None or value.tzinfo is None:
         raise field_error(name, "应为带时区的 ISO 8601 时间")
-    return value
+    # One instant, one spelling: stored times are China time, and SQLite compares them as text.
+    return clock.to_china(value)
 
 
 def inbox_filter(request: Request) -> InboxFilter:

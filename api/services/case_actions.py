@@ -84,7 +84,7 @@ async def request_info(
 async def supply_info(
     services: Services, case: Case, *, message: str, conn: BaseDBAsyncClient, held: bool = False
 ) -> None:
-    require_status(case, CaseStatus.WAITING)
+    require_status(case, CaseStatus.WAITING, citizen=True)
     now = clock.now()
     case.status = CaseStatus.RECHECKING if case.recheck_count else CaseStatus.ACKNOWLEDGED
     await save_case(case, conn, "status")

@@ -34,7 +34,12 @@ async def decide(
     permissions.require(user, permissions.CONTENT_REVIEW)
     async with in_transaction() as conn:
         case = await Case.filter(id=case.id).select_for_update().using_db(conn).get()
-        hold = await ContentHold.get_or_none(id=hold_id, case_id=case.id, using_db=conn)
+        # an id past the column's range names no row (and the driver could not even send it)
+        hold = (
+            await ContentHold.get_or_none(id=hold_id, case_id=case.id, using_db=conn)
+            if 0 < hold_id < 2**31  # the column is a 32-bit INT
+            else None
+        )
         if hold is None:
             raise NotFound("未找到该待审内容", code="content_hold_not_found")
         if hold.status != ContentStatus.HELD:

@@ -22,7 +22,7 @@ from api.services.outbox import enqueue_sms
 from api.services.recipients import handler_phones, leader_phone, phones_of_accused
 from api.services.routing import handling_unit_for, supervising_unit
 from api.services.timeline import record_event
-from api.texts import STATUS
+from api.texts import STAFF_STATUS, STATUS
 
 REPLY_CLOCKS = (
     "first_contact",
@@ -138,7 +138,8 @@ async def tell_handlers(
         return
     if ack is None:
         ack = await CaseClock.get(case_id=case.id, kind="acknowledge", using_db=conn)
-    due_text = f"{clock.to_china(ack.due_at):%m月%d日%H:%M}" if ack.stopped_at is None else "尽快"
+    # "请12月04日20:00前签收" on time; a transferred case signed for once already: "请尽快签收"
+    due_text = f"{clock.to_china(ack.due_at):%m月%d日%H:%M}前" if ack.stopped_at is None else "尽快"
     for phone in await handler_phones(unit_id=unit.id, officer_id=case.officer_id, conn=conn):
         await enqueue_sms(
             services,
@@ -167,10 +168,12 @@ def _clocks_on_receipt(case: Case) -> list[str]:
     return kinds
 
 
-def require_status(case: Case, *allowed: str) -> None:
+def require_status(case: Case, *allowed: str, citizen: bool = False) -> None:
+    """409 with the current state, named as the one asking sees it (staff, or the citizen)."""
     if case.status not in allowed:
+        label = (STATUS if citizen else STAFF_STATUS).get(case.status, case.status)
         raise Conflict(
-            f"案件当前状态为“{STATUS.get(case.status, case.status)}”，不能进行此操作",
+            f"案件当前状态为“{label}”，不能进行此操作",
             code="invalid_state",
             details={"status": case.status, "version": case.version},
         )
@@ -266,7 +269,7 @@ async def feedback(
             code="feedback_given",
             details={"status": case.status, "satisfied": case.satisfied},
         )
-    require_status(case, CaseStatus.REPLIED)
+    require_status(case, CaseStatus.REPLIED, citizen=True)
     case.satisfied, case.feedback_comment = satisfied, comment
     if satisfied or case.recheck_count >= 1:
         await record_event(
