@@ -33,7 +33,7 @@ async def citizen_refresh(request: Request) -> HTTPResponse:
 @bp.post("/auth/logout")
 @openapi.definition(summary="退出登录（本次登录的令牌全部失效）", tag="citizen")
 async def citizen_logout(request: Request) -> HTTPResponse:
-    await sessions.logout_citizen(bearer(request))
+    await sessions.logout_citizen(services(request), bearer(request))
     return json({"ok": True})
 
 

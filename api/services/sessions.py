@@ -20,7 +20,7 @@ from tortoise.transactions import in_transaction
 from api import clock
 from api.errors import Unauthorized
 from api.models import AuthSession
-from api.services import auth
+from api.services import auth, broadcast
 from api.services.auth import IssuedToken, token_hash
 from api.services.context import Services
 
@@ -79,16 +79,27 @@ async def _rotate(services: Services, token: str) -> IssuedToken:
         issued = await auth.issue_citizen_token(services, old, conn)
         if old.expires_at > grace_end:
             await AuthSession.filter(id=old.id).using_db(conn).update(expires_at=grace_end)
+    await _forget(services, [old.token_hash])  # remembered with its old expiry
     return issued
 
 
-async def logout_citizen(token: str) -> None:
-    """Ends this sign-in now: this token and every token refreshed from or into it."""
+async def logout_citizen(services: Services, token: str) -> None:
+    """Ends this sign-in now: this token and every token refreshed from or into it, in every
+    worker's remembered sessions too (``session_cache``)."""
     session = await auth.session_for(token, "citizen")
     family = session.family_id or session.id
-    await AuthSession.filter(
+    live = AuthSession.filter(
         Q(id=family) | Q(family_id=family), kind="citizen", revoked_at__isnull=True
-    ).update(revoked_at=clock.now())
+    )
+    hashes = [str(h) for h in await live.values_list("token_hash", flat=True)]
+    await live.update(revoked_at=clock.now())
+    await _forget(services, hashes)
+
+
+async def _forget(services: Services, hashes: list[str]) -> None:
+    for digest in hashes:
+        services.sessions.forget(digest)
+        await broadcast.publish_revoked(services, digest)
 
 
 async def idempotency_scope(token: str) -> str | None:
