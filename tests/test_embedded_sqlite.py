@@ -56,7 +56,11 @@ def test_two_processes_writing_one_file_take_turns(tmp_path: Path) -> None:
         )
         for first in (0, 150)
     ]
-    errors = [writer.communicate(timeout=120)[1] for writer in writers]
+    try:
+        errors = [writer.communicate(timeout=120)[1] for writer in writers]
+    finally:
+        for writer in writers:
+            writer.kill()  # a writer stuck on the lock must not outlive the test
     assert [writer.returncode for writer in writers] == [0, 0], errors  # never "database is locked"
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT count(*) FROM calendar_override").fetchone() == (300,)
