@@ -198,8 +198,8 @@ INSERT INTO officer (name, cert_no, active, unit_id)
   FROM unit u WHERE u.level = 'county';
 INSERT INTO card (code, created_at, officer_id)
   SELECT md5('bench-card-' || o.id), now(), o.id FROM officer o;
-INSERT INTO citizen (openid, is_public_supervisor, created_at)
-  SELECT 'o-bench-' || g, false, now() FROM generate_series(1, {citizens}) g;
+INSERT INTO citizen (openid, is_public_supervisor, public_supervisor_note, created_at)
+  SELECT 'o-bench-' || g, false, '', now() FROM generate_series(1, {citizens}) g;
 CREATE TEMP TABLE bench_officer AS
   SELECT row_number() OVER (ORDER BY o.id) AS n, o.id AS officer_id, c.id AS card_id,
          u.id AS unit_id, u.path
