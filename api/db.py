@@ -91,13 +91,18 @@ async def close_db() -> None:
     await Tortoise.close_connections()
 
 
-def fits(model: type[Model], field: str, value: str) -> bool:
-    """Whether ``value`` fits the model's text field, so a lookup on it can be made at all.
+def fits(model: type[Model], field: str, value: str | int) -> bool:
+    """Whether ``value`` fits the model's column, so a lookup on it can be made at all.
 
-    Tortoise validates filter values like stored ones: a path or query value longer than the
-    column raises (a 500) instead of finding nothing, so callers answer "not found" first.
+    Tortoise validates filter values like stored ones, and the driver cannot send an integer past
+    the column's range: a path or query value longer (or larger) than the column raises (a 500)
+    instead of finding nothing, so callers answer "not found" first.
     """
-    max_length = getattr(model._meta.fields_map[field], "max_length", None)
+    column = model._meta.fields_map[field]
+    if isinstance(value, int):
+        bounds = getattr(column, "constraints", {})
+        return bool(bounds.get("ge", value) <= value <= bounds.get("le", value))
+    max_length = getattr(column, "max_length", None)
     return max_length is None or len(value) <= max_length
 
 

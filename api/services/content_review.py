@@ -13,6 +13,7 @@ from tortoise.expressions import Subquery
 from tortoise.transactions import in_transaction
 
 from api import clock
+from api.db import fits
 from api.errors import Conflict, NotFound
 from api.models import Case, ContentHold, Evaluation, Evidence, StaffUser, Unit
 from api.models.moderation import ContentStatus
@@ -34,10 +35,9 @@ async def decide(
     permissions.require(user, permissions.CONTENT_REVIEW)
     async with in_transaction() as conn:
         case = await Case.filter(id=case.id).select_for_update().using_db(conn).get()
-        # an id past the column's range names no row (and the driver could not even send it)
         hold = (
             await ContentHold.get_or_none(id=hold_id, case_id=case.id, using_db=conn)
-            if 0 < hold_id < 2**31  # the column is a 32-bit INT
+            if hold_id > 0 and fits(ContentHold, "id", hold_id)
             else None
         )
         if hold is None:
