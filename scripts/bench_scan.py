@@ -5,7 +5,9 @@
 On this machine, in one run: a throw-away PostgreSQL database and Redis prefix, the Hunan unit
 tree, ``--cards`` officers with a card each, ``--citizens`` citizens with a session token each.
 Two servers, each a single Sanic worker process with the access log off: the real app
-(PostgreSQL + Redis, rate limits on) and a bare Sanic app with one JSON endpoint. Load comes from
+(PostgreSQL + Redis, rate limits on) and a bare Sanic app with one JSON endpoint; next to them
+the SLA worker, as deployed, which opens the 差评 cases of the level-2 ratings from their intake
+rows while the load runs (its CPU is taken from the same two cores). Load comes from
 ``wrk`` (Debian package, pinned in scripts/bench-scan) for maximum throughput, and from an
 open-loop generator here (several processes, fixed send schedule, latency measured from the
 scheduled send time so a stalled server cannot hide its queue) for latency at a fixed rate.
@@ -14,7 +16,8 @@ Phases: maximum req/s of the bare endpoint, of ``GET /api/v1/cards/{code}`` (car
 warm) and of ``POST /api/v1/cards/{code}/evaluations`` (each request a distinct citizen × card
 pair, so the once-per-24 h rule never refuses; non-2xx counted), repeated ``--rounds`` times
 interleaved (the machine is shared: the median of the rounds is reported); then GET card at half
-the bare endpoint's rate and at half the GET's own rate, p50/p99; the app worker's RSS. The
+the bare endpoint's rate and at half the GET's own rate, p50/p99; the app worker's RSS; how long
+each 差评 waited for its case (rating → opened by the worker). The
 report gives the ratios and pass/fail against issue 4's targets; the exit status is 0 whatever
 they say.
 Everything it made (database, Redis keys, processes, temp files) is removed at the end, also on
@@ -39,8 +42,9 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -553,10 +557,83 @@ async def evaluation_count(opts: Options) -> tuple[int, int]:
         await conn.close()
 
 
+def start_worker(env: dict[str, str], tmp: Path) -> tuple[psutil.Popen, Path]:
+    """The SLA worker, as deployed next to the server: it opens the 差评 cases (their intake
+    rows) while the ratings come in, on the same two cores. Its SMS go nowhere (a closed port)."""
+    log_path = tmp / "worker.log"
+    worker_env = {**env, "PINGYI_SMS_ENDPOINT": "127.0.0.1:9", "PINGYI_SMS_PROTOCOL": "http"}
+    with log_path.open("wb") as out:
+        proc = psutil.Popen(
+            [sys.executable, "-m", "api.workers"],
+            env=worker_env,
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    return proc, log_path
+
+
+def wait_worker(log_path: Path, limit_s: float = 60) -> None:
+    """Until the worker has started its loops (it logs the calendar check at start)."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline and "pingyi" not in log_path.read_text(errors="replace"):
+        time.sleep(0.2)
+
+
+def stop_worker(proc: psutil.Popen) -> float:
+    """Stops the worker; the CPU seconds it used."""
+    cpu = 0.0
+    with suppress(psutil.Error):
+        times = proc.cpu_times()
+        cpu = times.user + times.system
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except psutil.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    return cpu
+
+
+async def intake_drained(
+    opts: Options, *, since: datetime | None = None, limit_s: float = 180
+) -> dict[str, Any]:
+    """Waits for the worker to open every 差评 case; how long those rated after ``since``
+    waited (rating → opened)."""
+    conn = await asyncpg.connect(dsn(opts.base_url, BENCH_DB))
+    try:
+        deadline = time.monotonic() + limit_s
+        while time.monotonic() < deadline:
+            if not await conn.fetchval("SELECT count(*) FROM case_intake"):
+                break
+            await asyncio.sleep(0.5)
+        left = int(await conn.fetchval("SELECT count(*) FROM case_intake"))
+        lags = sorted(
+            float(x)
+            for x in await conn.fetchval(
+                "SELECT array_agg(EXTRACT(EPOCH FROM ev.created_at - c.received_at)) "
+                'FROM "case" c JOIN case_event ev ON ev.case_id = c.id AND ev.seq = 1 '
+                "WHERE c.received_at >= $1",
+                since or datetime(2000, 1, 1, tzinfo=UTC),
+            )
+            or []
+        )
+    finally:
+        await conn.close()
+    n = len(lags)
+    return {
+        "left": left,
+        "opened": n,
+        "lag_p50_s": round(lags[n // 2], 3) if n else None,
+        "lag_p99_s": round(lags[int(0.99 * (n - 1))], 3) if n else None,
+    }
+
+
 def measure(opts: Options, tmp: Path, codes: list[str], tokens: list[str]) -> dict[str, Any]:
     env = app_env(opts, tmp)
     bare = start_server("bare", env, tmp)
     app = start_server("app", env, tmp)
+    worker: psutil.Popen | None = None
     results: dict[str, Any] = {"rounds": []}
     try:
         wait_ready(bare, BARE_PATH)
@@ -587,6 +664,27 @@ def measure(opts: Options, tmp: Path, codes: list[str], tokens: list[str]) -> di
                 f" (non-2xx {row['post_evaluation']['non_2xx']})"
             )
             results["rounds"].append(row)
+        # One more POST run with the SLA worker running next to the server, as deployed on one
+        # machine: it opens the 差评 cases while the ratings come in, on the same two cores.
+        # First it opens the cases of the runs above (a backlog: how fast it opens them).
+        worker, worker_log = start_worker(env, tmp)
+        wait_worker(worker_log)
+        started = time.monotonic()
+        results["backlog"] = asyncio.run(intake_drained(opts))
+        results["backlog"]["seconds"] = round(time.monotonic() - started, 1)
+        since = datetime.now(UTC)
+        script = post_script(opts, tmp, codes, tokens, per_round * opts.rounds + 1, "worker")
+        results["post_with_worker"] = run_wrk(opts, app, app.url, script).as_dict()
+        log(f"POST evaluation with the worker alongside {results['post_with_worker']['rps']:.0f}")
+        results["intake"] = asyncio.run(intake_drained(opts, since=since))
+        results["worker_rss"] = worker.memory_info().rss
+        results["worker_cpu_s"] = round(stop_worker(worker), 2)
+        worker = None
+        results["worker_log_errors"] = [
+            line
+            for line in worker_log.read_text(errors="replace").splitlines()
+            if "Traceback" in line or ("ERROR" in line and "sms" not in line.lower())
+        ][:20]
         # "Half that load" read both ways: half the bare endpoint's max (the target's reading)
         # and half the GET's own max (the app at half its capacity).
         paths = [f"/api/v1/cards/{c}" for c in codes]
@@ -606,6 +704,8 @@ def measure(opts: Options, tmp: Path, codes: list[str], tokens: list[str]) -> di
             if "ERROR" in line or "Traceback" in line
         ][:20]
     finally:
+        if worker is not None:
+            stop_worker(worker)
         stop_server(app)
         stop_server(bare)
     return results
@@ -707,6 +807,15 @@ def report_lines(r: dict[str, Any]) -> list[str]:
         f"  non-2xx: GET {s['get_non_2xx']}, POST {s['post_non_2xx']}; socket errors "
         f"{s['socket_errors']}; evaluations stored {r['evaluations']}, 差评 cases opened "
         f"{r['cases_opened']} (level-2 share {r['options']['bad_share']:.0%})",
+        f"  with the SLA worker running alongside on the same cores (one more run, it opens the "
+        f"差评 cases meanwhile): POST {r['post_with_worker']['rps']:.0f} req/s = "
+        f"{r['post_with_worker']['rps'] / s['bare_rps']:.1%} of bare (server CPU "
+        f"{r['post_with_worker']['server_cpu']:.2f}, non-2xx {r['post_with_worker']['non_2xx']})",
+        f"  差评 cases of that run: {r['intake']['opened']} opened, {r['intake']['left']} left; "
+        f"rating → case opened p50 {r['intake']['lag_p50_s']} s, p99 {r['intake']['lag_p99_s']} s;"
+        f" before it the worker opened the {r['backlog']['opened']} cases of the runs above in "
+        f"{r['backlog']['seconds']} s; worker CPU {r['worker_cpu_s']:.1f} s in all, RSS "
+        f"{r['worker_rss'] / 1024 / 1024:.1f} MiB",
         *latency_lines(r, r["latency"], "half the bare max"),
         *latency_lines(r, r["latency_half_get"], "half the GET's own max"),
         f"memory: app worker RSS {r['rss']['app'] / mib:.1f} MiB (peak {r['rss']['app_peak'] / mib:.1f}"
@@ -714,6 +823,8 @@ def report_lines(r: dict[str, Any]) -> list[str]:
     ]
     if r.get("app_log_errors"):
         lines.append("app log errors: " + " | ".join(r["app_log_errors"][:5]))
+    if r.get("worker_log_errors"):
+        lines.append("worker log errors: " + " | ".join(r["worker_log_errors"][:5]))
     lines.append(
         f"cleanup: database {BENCH_DB} dropped, {r['redis_keys_removed']} Redis keys removed"
     )

@@ -18,7 +18,7 @@ from api import clock
 from api.models import Card, Citizen, Officer, StaffUser, Unit
 from api.schemas import ComplaintCreate
 from api.seed import load_units
-from api.services import citizen_cases
+from api.services import citizen_cases, intake
 from api.services.cards import new_card_code
 from api.services.context import Services
 from api.services.passwords import hash_password
@@ -105,6 +105,14 @@ async def staff_token(client: httpx.AsyncClient, username: str) -> dict[str, str
 def at(text: str) -> datetime:
     """A moment in China time, e.g. at("2025-03-03 10:00")."""
     return datetime.fromisoformat(text).replace(tzinfo=clock.CHINA)
+
+
+async def open_intake(services: Services) -> int:
+    """What the worker's intake loop does: opens the 差评 cases still waiting; how many."""
+    opened = 0
+    while done := await intake.open_pending(services, limit=50):
+        opened += done
+    return opened
 
 
 # --- escalation cases and worker processes (tests/test_outbox.py, tests/test_faults.py) ----------

@@ -18,7 +18,7 @@ from api.models import Case, CaseEvent, ContentHold, Evaluation, Evidence
 from api.services.audit import verify_chain
 from api.services.context import Services
 from api.services.moderation import HELD_TEXT, REJECTED_TEXT
-from tests.support import World, citizen_token, make_world, staff_token
+from tests.support import World, citizen_token, make_world, open_intake, staff_token
 
 SEC_CHECK = "/wxa/msg_sec_check"
 IMG_CHECK = "/wxa/img_sec_check"
@@ -167,7 +167,9 @@ async def test_timeout_holds(
     assert (hold.reason, hold.detail, hold.status) == ("check_failed", "timeout", "held")
 
 
-async def test_evaluation_comment_held(client: httpx.AsyncClient, world: World) -> None:
+async def test_evaluation_comment_held(
+    client: httpx.AsyncClient, world: World, services: Services
+) -> None:
     citizen = await citizen_token(client)
     res = await client.post(
         f"/api/v1/cards/{world.card.code}/evaluations",
@@ -176,6 +178,7 @@ async def test_evaluation_comment_held(client: httpx.AsyncClient, world: World) 
     )
     assert res.status_code == 201, res.text
     ticket = res.json()["ticket_no"]
+    assert await open_intake(services) == 1
     evaluation = await Evaluation.get(case__ticket_no=ticket)
     assert evaluation.content_status == "held"
     view = await _staff_case(client, "county-430102", ticket)

@@ -7,7 +7,7 @@ import httpx
 
 from api.models import Case, Citizen, PublicSupervisorChange, StaffUser, Unit
 from api.services.context import Services
-from tests.support import World, citizen_token, make_world, staff, staff_token
+from tests.support import World, citizen_token, make_world, open_intake, staff, staff_token
 
 ADMIN = "/api/v1/admin/citizens"
 STAFF = "/api/v1/staff/complaints"
@@ -137,6 +137,7 @@ async def test_reports_and_bad_ratings_are_marked_and_go_to_the_supervising_unit
     )
     assert rating.status_code == 201, rating.text
     bad_rating = rating.json()["ticket_no"]
+    assert await open_intake(services) == 1
 
     routed = {
         c.ticket_no: (c.handling_unit_id, c.from_public_supervisor)

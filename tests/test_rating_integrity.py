@@ -12,7 +12,15 @@ import pytest
 from api import clock
 from api.models import EncounterCode, Evaluation, RatingReview
 from api.services.context import Services
-from tests.support import at, citizen_token, make_world, officer_with_card, staff, staff_token
+from tests.support import (
+    at,
+    citizen_token,
+    make_world,
+    officer_with_card,
+    open_intake,
+    staff,
+    staff_token,
+)
 
 Headers = dict[str, str]
 START = at("2025-03-03 10:00")
@@ -390,6 +398,7 @@ async def flagged_world(
     assert (
         await rate(client, world.card.code, await citizen_token(client, "late"))
     ).status_code == 201
+    assert await open_intake(services) == 1
     return world
 
 
@@ -589,5 +598,5 @@ async def test_the_orm_rules_flag_what_the_sql_flags(
     await Evaluation.all().update(flag_status="", flag_reasons=[], flagged=False, flagged_at=None)
     async with in_transaction() as conn:
         for ev in await Evaluation.all().order_by("id").using_db(conn):
-            await rating_bursts._flag_bursts_orm(services, ev, conn=conn)
+            await rating_bursts.flag_bursts_orm(services, ev, conn=conn)
     assert await flags() == by_sql

@@ -26,14 +26,16 @@ async def file_complaint(request: Request) -> HTTPResponse:
 @openapi.definition(summary="我的案件", tag="citizen")
 async def my_complaints(request: Request) -> HTTPResponse:
     citizen = await current_citizen(request)
-    return json({"items": await citizen_cases.my_cases(citizen)})
+    return json({"items": await citizen_cases.my_cases(services(request), citizen)})
 
 
 @bp.get("/complaints/<ticket_no:str>")
 @openapi.definition(summary="案件进度与办理过程", tag="citizen")
 async def complaint(request: Request, ticket_no: str) -> HTTPResponse:
     citizen = await current_citizen(request)
-    return json(await citizen_view(await citizen_cases.own_case(citizen, ticket_no)))
+    return json(
+        await citizen_view(await citizen_cases.own_case(services(request), citizen, ticket_no))
+    )
 
 
 @bp.post("/complaints/<ticket_no:str>/feedback")

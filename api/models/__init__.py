@@ -9,6 +9,7 @@ from api.models.disclosure import UnitDisclosure
 from api.models.evaluation import Evaluation
 from api.models.evidence import Evidence
 from api.models.extension import ExtensionRequest
+from api.models.intake import CaseIntake
 from api.models.integrity import EncounterCode, RatingReview
 from api.models.moderation import ContentHold
 from api.models.org import Card, Officer, Unit
@@ -26,6 +27,7 @@ MODEL_MODULES = [
     "api.models.evaluation",
     "api.models.evidence",
     "api.models.extension",
+    "api.models.intake",
     "api.models.moderation",
     "api.models.integrity",
     "api.models.org",
@@ -43,6 +45,7 @@ __all__ = [
     "Case",
     "CaseClock",
     "CaseEvent",
+    "CaseIntake",
     "Citizen",
     "ContentHold",
     "EncounterCode",

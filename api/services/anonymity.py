@@ -36,7 +36,7 @@ CONTACT_CLOCKS = ("first_contact", "bad_rating_followup", "revisit")
 async def set_anonymity(
     services: Services, citizen: Citizen, ticket_no: str, *, anonymous: bool
 ) -> dict[str, Any]:
-    case = await own_case(citizen, ticket_no)
+    case = await own_case(services, citizen, ticket_no)
     if case.anonymous == anonymous:
         return await citizen_view(case)  # already so: nothing to record
     if not anonymous:

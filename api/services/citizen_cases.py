@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
 from api import clock
@@ -13,7 +12,7 @@ from api.integrations.sms import normalize_phone
 from api.models import Case, Citizen, Officer
 from api.models.case import CaseKind
 from api.schemas import ComplaintCreate, EvaluationCreate, FeedbackCreate
-from api.services import case_actions, lifecycle, moderation, rating_integrity, uploads
+from api.services import case_actions, intake, lifecycle, moderation, rating_integrity, uploads
 from api.services.card_lookup import active_card
 from api.services.context import Services
 from api.services.session_cache import CitizenIdentity
@@ -33,53 +32,22 @@ async def rate(
         services, citizen, {"comment": body.comment}, scene=moderation.SCENE_COMMENT
     )
     now = clock.now()
-    async with in_transaction() as conn:
-        # The card, locks, one per card per 24 h, encounter code (api/services/rating_integrity.py).
-        card = await rating_integrity.card_for_rating(citizen, code, conn=conn)
-        admission = await rating_integrity.admit(
-            services,
-            citizen=citizen,
-            card=card,
-            encounter_code=body.encounter_code,
-            now=now,
-            conn=conn,
-        )
-        case = None
-        if body.level <= BAD_RATING_MAX:
-            officer = await Officer.get(id=card.officer_id, using_db=conn)
-            case = await lifecycle.open_case(
-                services,
-                kind=CaseKind.BAD_RATING,
-                officer=officer,
-                citizen_id=citizen.id,
-                card_id=card.id,
-                categories=[],
-                description=body.comment,
-                # a 群众监督员's 差评 goes to the supervising unit, as their reports do (read
-                # here: an appointment may change during a session)
-                public_supervisor=await _is_public_supervisor(citizen.id, conn),
-                conn=conn,
-            )
-        rating = await rating_integrity.store(
-            services,
-            citizen=citizen,
-            card=card,
-            body=body,
-            case=case,
-            admission=admission,
-            now=now,
-            conn=conn,
-        )
-        await rating_integrity.settle(services, rating, admission, conn=conn)
-        await moderation.hold_texts(
-            screening, citizen_id=citizen.id, case=case, evaluation_id=rating.id, conn=conn
-        )
+    # A 差评 opens a follow-up case (DOMAIN.md): its ticket now, the case from its intake row.
+    rated, ticket_no = await rating_integrity.store(
+        services,
+        citizen,
+        code,
+        body,
+        screening=screening,
+        opens_case=body.level <= BAD_RATING_MAX,
+        now=now,
+    )
     return {
-        "id": rating.id,
+        "id": rated.id,
         "level": body.level,
-        "verified": admission.verified,
+        "verified": bool(body.encounter_code),
         "created_at": clock.iso(now),
-        "ticket_no": case.ticket_no if case else None,
+        "ticket_no": ticket_no,
     }
 
 
@@ -137,19 +105,21 @@ async def file_complaint(
     }
 
 
-async def own_case(citizen: Citizen, ticket_no: str) -> Case:
+async def own_case(services: Services, citizen: Citizen, ticket_no: str) -> Case:
     # Another citizen's case is answered exactly like a missing one: existence does not leak.
-    case = (
-        await Case.get_or_none(ticket_no=ticket_no, citizen_id=citizen.id)
-        if lifecycle.is_ticket_no(ticket_no)
-        else None
-    )
+    case = None
+    if lifecycle.is_ticket_no(ticket_no):
+        case = await Case.get_or_none(ticket_no=ticket_no, citizen_id=citizen.id)
+        if case is None:  # a 差评's case not opened yet: opened now
+            await intake.open_for_citizen(services, citizen.id, ticket_no)
+            case = await Case.get_or_none(ticket_no=ticket_no, citizen_id=citizen.id)
     if case is None:
         raise NotFound("未找到该案件", code="case_not_found")
     return case
 
 
-async def my_cases(citizen: Citizen) -> list[dict[str, Any]]:
+async def my_cases(services: Services, citizen: Citizen) -> list[dict[str, Any]]:
+    await intake.open_for_citizen(services, citizen.id)  # 差评 cases not opened yet
     cases = await Case.filter(citizen_id=citizen.id).order_by("-received_at").limit(100)
     return [citizen_summary(c) for c in cases]
 
@@ -157,7 +127,7 @@ async def my_cases(citizen: Citizen) -> list[dict[str, Any]]:
 async def give_feedback(
     services: Services, citizen: Citizen, ticket_no: str, body: FeedbackCreate
 ) -> dict[str, Any]:
-    case = await own_case(citizen, ticket_no)
+    case = await own_case(services, citizen, ticket_no)
     if not body.satisfied and not body.reason:
         raise field_error("reason", "不满意时请说明申请复核的理由")
     # Not satisfied: the comment and the reason for the re-check — checked like every text.
@@ -185,7 +155,7 @@ async def supply_info(
     services: Services, citizen: Citizen, ticket_no: str, message: str
 ) -> dict[str, Any]:
     """The citizen answers a request for information; the paused clocks run again."""
-    case = await own_case(citizen, ticket_no)
+    case = await own_case(services, citizen, ticket_no)
     screening = await moderation.screen_texts(
         services, citizen, {"supplement": message}, scene=moderation.SCENE_POST
     )
@@ -196,13 +166,3 @@ async def supply_info(
         )
         await moderation.hold_texts(screening, citizen_id=citizen.id, case=case, conn=conn)
     return await citizen_view(case)
-
-
-async def _is_public_supervisor(citizen_id: int, conn: BaseDBAsyncClient) -> bool:
-    appointed = (
-        await Citizen.filter(id=citizen_id)
-        .using_db(conn)
-        .first()
-        .values_list("is_public_supervisor", flat=True)
-    )
-    return bool(appointed)

@@ -17,7 +17,8 @@ from api.integrations.sms import SmsGateway
 from api.integrations.wechat import WeChatGateway
 from api.models import CalendarOverride
 from api.services.card_local import LocalCards
-from api.services.ratelimit import LocalWindow
+from api.services.ratelimit import LocalWindow, RedisCounts
+from api.services.rating_batch import RatingBatcher
 from api.services.session_cache import SessionCache
 from api.services.subscribe_config import SubscribeConfig, load_subscribe_config
 from api.settings import Settings
@@ -48,6 +49,8 @@ class Services:
     card_local: LocalCards
     sessions: SessionCache
     ip_window: LocalWindow = field(default_factory=LocalWindow)
+    counts: RedisCounts = field(default_factory=RedisCounts)  # rate limit counts, pipelined
+    ratings: RatingBatcher = field(default_factory=RatingBatcher)  # group commit (PostgreSQL)
     unknown_years: set[int] = field(default_factory=set)
     _calendars: dict[str, tuple[float, WorkCalendar]] = field(default_factory=dict)
     # Unknown-year admin alert: years noted and not settled, the task settling each, and when a

@@ -58,14 +58,18 @@ async def open_case(
     occurred_at: datetime | None = None,
     location: str = "",
     public_supervisor: bool = False,
+    ticket_no: str | None = None,
+    received_at: datetime | None = None,
     conn: BaseDBAsyncClient,
 ) -> Case:
-    now = clock.now()
+    """``ticket_no`` and ``received_at``: given to the citizen already (a 差评's intake row), else
+    new and now. The clocks run from the time of receipt."""
+    now = received_at or clock.now()
     officer_unit = await Unit.get(id=officer.unit_id, using_db=conn)
     unit = await handling_unit_for(officer_unit, categories, public_supervisor=public_supervisor)
     policy = services.policy
     case = await Case.create(
-        ticket_no=new_ticket_no(now),
+        ticket_no=ticket_no or new_ticket_no(now),
         kind=kind,
         status=CaseStatus.RECEIVED,
         urgency=urgency_of(categories),

@@ -87,6 +87,8 @@ async def screen_texts(
 ) -> Screening:
     """Checks the non-empty texts at once; raises ``ContentRisky`` if any of them is risky."""
     fields = [(name, text) for name, text in texts.items() if text.strip()]
+    if not fields:
+        return Screening()  # nothing to ask WeChat (most ratings carry no comment)
     verdicts = await asyncio.gather(
         *(_check(services, citizen, name, text, scene) for name, text in fields)
     )
@@ -170,6 +172,15 @@ async def hold_photos(photos: list[Evidence], case: Case, *, conn: Conn) -> None
         .update(case_id=case.id)
     )
     holds = await ContentHold.filter(evidence_id__in=held, case_id=case.id).using_db(conn)
+    await _mark_case_held(case, holds, conn)
+
+
+async def attach_holds(holds: list[ContentHold], case: Case, *, conn: Conn) -> None:
+    """Holds recorded before their case existed (a 差评's comment) join it once it is opened."""
+    if not holds:
+        return
+    ids = [h.id for h in holds]
+    await ContentHold.filter(id__in=ids).using_db(conn).update(case_id=case.id)
     await _mark_case_held(case, holds, conn)
 
 

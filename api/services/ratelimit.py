@@ -4,19 +4,22 @@ The per-IP limit is a flood guard in front of everything, the card scan included
 round trip: each worker counts in its own memory (``LocalWindow``). With N workers a client whose
 connections the kernel spreads over all of them gets up to N times ``rate_ip_per_minute`` (one
 keep-alive connection stays with one worker); the quotas that must hold across workers — POSTs per
-caller, complaints per citizen — are Redis counters, one round trip each (INCR + EXPIRE in one
-script). A window is a slot of the shared clock; a Redis key expires with it, and a worker's
+caller, complaints per citizen — are Redis counters (INCR + EXPIRE in one script), the counts of
+the requests arriving together sent in one pipeline (``RedisCounts``). A window is a slot of the shared clock; a Redis key expires with it, and a worker's
 counts are cleared when its slot ends, so neither holds more than one window of counters.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import logging
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
-from redis.exceptions import RedisError
+from redis.asyncio import Redis
+from redis.exceptions import NoScriptError, RedisError
 
 from api import clock
 from api.errors import TooManyRequests
@@ -28,6 +31,7 @@ log = logging.getLogger("pingyi.ratelimit")
 TOO_MANY = "操作过于频繁，请{wait}后再试"
 # INCR and EXPIRE in one command (one round trip, one reply to parse).
 _HIT = "local n = redis.call('incr', KEYS[1]) redis.call('expire', KEYS[1], ARGV[1]) return n"
+_HIT_SHA = hashlib.sha1(_HIT.encode()).hexdigest()
 # DECR only a live counter: on an expired key DECR would create one that never expires.
 _REFUND = (
     "if redis.call('exists', KEYS[1]) == 1 then return redis.call('decr', KEYS[1]) end return 0"
@@ -62,13 +66,67 @@ def enforced(services: Services, limit: Limit) -> bool:
 async def hit(services: Services, *, limit: Limit, counter: Counter) -> None:
     """Counts one request against ``limit``; over it → 429 with ``Retry-After``."""
     try:
-        count = await services.redis.eval(_HIT, 1, counter.key, limit.window + 1)
+        count = await services.counts.hit(services.redis, counter.key, limit.window + 1)
     except RedisError as exc:
         # Fail open: without Redis the service stays usable (the card scan reads the database).
         log.warning("rate limit %s not counted: %s", limit.name, exc)
         return
     if int(count) > limit.limit:
         _refuse(limit, counter.resets_at - clock.now().timestamp())
+
+
+class RedisCounts:
+    """The Redis counts of the requests that arrive in one turn of the event loop, sent in one
+    pipeline (one round trip, one connection from the pool) instead of one command each.
+
+    Each count is _HIT by its digest; a Redis that does not know the script yet (new, restarted
+    or flushed) is sent it whole for those counts, which also loads it.
+    """
+
+    def __init__(self) -> None:
+        self._waiting: list[tuple[str, int, asyncio.Future[int]]] = []
+        self._sending: asyncio.Task[None] | None = None
+
+    async def hit(self, redis: Redis, key: str, ttl: int) -> int:
+        loop = asyncio.get_running_loop()
+        count: asyncio.Future[int] = loop.create_future()
+        self._waiting.append((key, ttl, count))
+        if self._sending is None:
+            self._sending = loop.create_task(self._send(redis))
+        return await count
+
+    async def _send(self, redis: Redis) -> None:
+        await asyncio.sleep(0)  # the requests of this turn of the loop join in
+        batch, self._waiting, self._sending = self._waiting, [], None
+        try:
+            replies = await self._run(redis, [(key, ttl) for key, ttl, _ in batch], sha=True)
+            unknown = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
+            if unknown:
+                again = await self._run(redis, [batch[i][:2] for i in unknown], sha=False)
+                for i, reply in zip(unknown, again, strict=True):
+                    replies[i] = reply
+        except Exception as exc:
+            for *_, count in batch:
+                if not count.done():  # its request may be gone (the client hung up)
+                    count.set_exception(exc)
+            return
+        for (*_, count), reply in zip(batch, replies, strict=True):
+            if count.done():
+                continue
+            if isinstance(reply, Exception):
+                count.set_exception(reply)
+            else:
+                count.set_result(int(cast(int, reply)))
+
+    @staticmethod
+    async def _run(redis: Redis, hits: list[tuple[str, int]], *, sha: bool) -> list[object]:
+        async with redis.pipeline(transaction=False) as pipe:
+            for key, ttl in hits:
+                if sha:
+                    pipe.evalsha(_HIT_SHA, 1, key, ttl)
+                else:
+                    pipe.eval(_HIT, 1, key, ttl)
+            return list(await pipe.execute(raise_on_error=False))
 
 
 class LocalWindow:

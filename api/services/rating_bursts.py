@@ -6,17 +6,16 @@ The rules (DOMAIN.md, ``rating_flags`` for the reviewer's side): ``officer_burst
 ``burst_citizen_minutes`` (60). When a rule fires, every rating of the burst is flagged (the
 earlier ones too), each with the rule as a reason; a rating a reviewer decided on is left as it is.
 
-Inside the rating's transaction, after its insert and under the officer's row lock, so the
+In the rating's own transaction, after its insert and under the officer's row lock, so the
 counts see the rating itself and every rating of the officer before it, and the flags are
-committed with the rating (the 201 is only sent after). On PostgreSQL the counts come with the
-insert (``rating_store``) and a rule that fires flags its burst in one more statement; elsewhere
-(the embedded SQLite default) the same rules go through the ORM.
+committed with the rating (the 201 is only sent after). On PostgreSQL the rules run inside the
+``pingyi_rate`` call (``rating_store``), given the windows from ``windows``; on the embedded
+SQLite default the same rules go through the ORM here.
 """
 
 from __future__ import annotations
 
-import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
@@ -25,47 +24,19 @@ from api import clock
 from api.models import Evaluation
 from api.services.context import Services
 from api.services.rating_flags import FlagStatus
-from api.services.rating_store import StoredRating
-
-# Every rating of the burst that no reviewer decided on and that lacks this rule's reason.
-_FLAG = """
-UPDATE evaluation
-SET flag_reasons = flag_reasons || $3::text::jsonb, flagged = TRUE, flag_status = 'pending',
-    flagged_at = COALESCE(flagged_at, $4)
-WHERE {subject} = $1 AND created_at > $2 AND flag_status IN ('', 'pending')
-  AND NOT flag_reasons @> $5::text::jsonb
-"""
-_FLAG_OFFICER = _FLAG.format(subject="officer_id")
-_FLAG_CITIZEN = _FLAG.format(subject="citizen_id")
+from api.services.rating_store import Bursts
 
 
-async def flag_bursts(services: Services, rating: StoredRating, *, conn: BaseDBAsyncClient) -> None:
-    """Flags the bursts the stored ``rating`` is part of (its counts came with its insert)."""
-    if rating.officer_ratings is None or rating.citizen_officers is None:
-        await _flag_bursts_orm(services, rating, conn=conn)
-        return
+def windows(services: Services, now: datetime) -> Bursts:
     s = services.settings
-    now = clock.now()
-    if 0 < s.burst_officer_ratings <= rating.officer_ratings:
-        reason = _reason(
-            "officer_burst",
-            count=rating.officer_ratings,
-            minutes=s.burst_officer_minutes,
-            threshold=s.burst_officer_ratings,
-        )
-        since = rating.created_at - timedelta(minutes=s.burst_officer_minutes)
-        values = [rating.officer_id, since, json.dumps([reason]), now]
-        await conn.execute_query(_FLAG_OFFICER, [*values, '[{"code": "officer_burst"}]'])
-    if rating.citizen_id is not None and 0 < s.burst_citizen_officers <= rating.citizen_officers:
-        reason = _reason(
-            "citizen_burst",
-            count=rating.citizen_officers,
-            minutes=s.burst_citizen_minutes,
-            threshold=s.burst_citizen_officers,
-        )
-        since = rating.created_at - timedelta(minutes=s.burst_citizen_minutes)
-        values = [rating.citizen_id, since, json.dumps([reason]), now]
-        await conn.execute_query(_FLAG_CITIZEN, [*values, '[{"code": "citizen_burst"}]'])
+    return Bursts(
+        officer_since=now - timedelta(minutes=s.burst_officer_minutes),
+        officer_threshold=max(s.burst_officer_ratings, 0),
+        officer_minutes=s.burst_officer_minutes,
+        citizen_since=now - timedelta(minutes=s.burst_citizen_minutes),
+        citizen_threshold=max(s.burst_citizen_officers, 0),
+        citizen_minutes=s.burst_citizen_minutes,
+    )
 
 
 # --- the same rules through the ORM ------------------------------------------------------------
@@ -76,7 +47,7 @@ def _reason(code: str, *, count: int, minutes: float, threshold: int) -> dict[st
 
 
 async def _officer_burst(
-    services: Services, ev: StoredRating | Evaluation, conn: BaseDBAsyncClient
+    services: Services, ev: Evaluation, conn: BaseDBAsyncClient
 ) -> list[Evaluation]:
     s = services.settings
     if s.burst_officer_ratings <= 0:
@@ -87,7 +58,7 @@ async def _officer_burst(
 
 
 async def _citizen_burst(
-    services: Services, ev: StoredRating | Evaluation, conn: BaseDBAsyncClient
+    services: Services, ev: Evaluation, conn: BaseDBAsyncClient
 ) -> list[Evaluation]:
     s = services.settings
     if s.burst_citizen_officers <= 0 or ev.citizen_id is None:
@@ -113,8 +84,8 @@ async def _flag(rows: list[Evaluation], reason: dict[str, Any], conn: BaseDBAsyn
         )
 
 
-async def _flag_bursts_orm(
-    services: Services, evaluation: StoredRating | Evaluation, *, conn: BaseDBAsyncClient
+async def flag_bursts_orm(
+    services: Services, evaluation: Evaluation, *, conn: BaseDBAsyncClient
 ) -> None:
     s = services.settings
     officer_rows = await _officer_burst(services, evaluation, conn)

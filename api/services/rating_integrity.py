@@ -7,35 +7,32 @@
 - The officer's row lock serialises the ratings of one officer, so the burst counts in
   ``rating_bursts`` see every rating before them.
 - An encounter code makes the rating a verified encounter (``api.services.encounters``).
+- A 差评 gets its follow-up case's ticket number at once; the case is opened from its intake row
+  (``api.services.intake``).
+
+On PostgreSQL a plain rating is stored with the others arriving at the same time, in one call
+(``rating_batch``); an encounter code or a held comment adds its rows to a transaction of its own
+(``rating_store``).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import unquote
 
-from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.transactions import in_transaction
 
-from api import clock
-from api.errors import Conflict, Gone, NotFound
-from api.models import Card, Case
+from api import clock, db
+from api.errors import AppError, Conflict, Gone, NotFound
+from api.models import Card
 from api.schemas import EvaluationCreate
-from api.services import encounters, rating_bursts, rating_store
+from api.services import encounters, lifecycle, moderation, rating_bursts, rating_store
 from api.services.cards import normalize_card_code
 from api.services.context import Services
-from api.services.rating_store import NewRating, StoredRating
+from api.services.moderation import Screening
+from api.services.rating_store import NewRating, Rated
 from api.services.session_cache import CitizenIdentity
-
-
-@dataclass(frozen=True)
-class Admission:
-    encounter_id: int | None
-
-    @property
-    def verified(self) -> bool:
-        return self.encounter_id is not None
 
 
 def window(services: Services) -> timedelta:
@@ -64,80 +61,92 @@ def already_rated(services: Services, last: datetime, now: datetime) -> Conflict
     )
 
 
-async def card_for_rating(citizen: CitizenIdentity, code: str, *, conn: BaseDBAsyncClient) -> Card:
-    """The card rated, read with the citizen's row lock (lock order: citizen, then officer);
-    404 for an unknown code, 410 for a revoked card."""
-    normalized = normalize_card_code(unquote(code))
-    card = (
-        await rating_store.card_locking_citizen(normalized, citizen.id, conn)
-        if normalized
-        else None
-    )
-    if card is None:
-        raise NotFound("未找到该评议卡，请核对二维码", code="card_not_found")
-    if card.revoked_at is not None:
-        raise Gone("该评议卡已停用", code="card_revoked")
-    return card
+def _refusal(services: Services, rated: Rated, now: datetime) -> AppError | None:
+    if rated.outcome == "card_not_found":
+        return NotFound("未找到该评议卡，请核对二维码", code="card_not_found")
+    if rated.outcome == "card_revoked":
+        return Gone("该评议卡已停用", code="card_revoked")
+    if rated.outcome == "already_rated" and rated.last_rated_at is not None:
+        return already_rated(services, rated.last_rated_at, now)
+    return None
 
 
-async def admit(
-    services: Services,
-    *,
-    citizen: CitizenIdentity,
-    card: Card,
-    encounter_code: str | None,
-    now: datetime,
-    conn: BaseDBAsyncClient,
-) -> Admission:
-    """Checks the rules under the citizen's lock and takes the officer's."""
-    last = await rating_store.last_rating_locking_officer(
-        citizen_id=citizen.id, card=card, since=now - window(services), conn=conn
-    )
-    if last is not None:
-        raise already_rated(services, last, now)
-    encounter_id = None
-    if encounter_code:
-        encounter_id = await encounters.consume(
-            services, card=card, raw=encounter_code, now=now, conn=conn
-        )
-    return Admission(encounter_id=encounter_id)
+TICKET_DRAWS = 5  # a ticket number is drawn at random: taken already, another is drawn
 
 
 async def store(
     services: Services,
-    *,
     citizen: CitizenIdentity,
-    card: Card,
+    code: str,
     body: EvaluationCreate,
-    case: Case | None,
-    admission: Admission,
+    *,
+    screening: Screening,
+    opens_case: bool,
     now: datetime,
-    conn: BaseDBAsyncClient,
-) -> StoredRating:
-    s = services.settings
+) -> tuple[Rated, str | None]:
+    """Stores the rating or raises why not: 404 unknown card, 410 revoked, 409 rated within the
+    window, 422 encounter code not valid. ``opens_case``: a 差评, whose follow-up case's ticket
+    number is returned."""
+    normalized = normalize_card_code(unquote(code))
+    if not normalized:
+        raise NotFound("未找到该评议卡，请核对二维码", code="card_not_found")
+    for _ in range(TICKET_DRAWS):
+        ticket_no = lifecycle.new_ticket_no(now) if opens_case else None
+        rated = await _store(services, citizen, normalized, body, screening, ticket_no, now)
+        if rated.outcome != "ticket_taken":
+            return rated, ticket_no
+    raise RuntimeError(f"no free ticket number in {TICKET_DRAWS} draws")
+
+
+async def _store(
+    services: Services,
+    citizen: CitizenIdentity,
+    normalized: str,
+    body: EvaluationCreate,
+    screening: Screening,
+    ticket_no: str | None,
+    now: datetime,
+) -> Rated:
     rating = NewRating(
-        card=card,
+        card_code=normalized,
         citizen_id=citizen.id,
         level=body.level,
         dimensions=body.dimensions,
         answers=body.answers,
         comment=body.comment,
-        verified=admission.verified,
-        case_id=case.id if case else None,
+        verified=bool(body.encounter_code),  # refused below, all undone, if the code is not valid
+        ticket_no=ticket_no,
         created_at=now,
+        window_since=now - window(services),
     )
-    return await rating_store.insert(
-        rating,
-        officer_since=now - timedelta(minutes=s.burst_officer_minutes),
-        citizen_since=now - timedelta(minutes=s.burst_citizen_minutes),
-        conn=conn,
-    )
-
-
-async def settle(
-    services: Services, rating: StoredRating, admission: Admission, *, conn: BaseDBAsyncClient
-) -> None:
-    """After the rating is stored: link its encounter code and flag bursts."""
-    if admission.encounter_id is not None:
-        await encounters.link(admission.encounter_id, rating.id, conn=conn)
-    await rating_bursts.flag_bursts(services, rating, conn=conn)
+    bursts = rating_bursts.windows(services, now)
+    if db.is_postgres() and not body.encounter_code and not screening.held:
+        rated = await services.ratings.rate(rating, bursts)  # with others: one round trip
+        refusal = _refusal(services, rated, now)
+        if refusal is not None:
+            raise refusal
+        return rated  # stored, or ticket_taken
+    async with in_transaction() as conn:
+        if db.is_postgres(conn):
+            rated = await rating_store.rate_on_postgres(rating, bursts, conn=conn)
+            refusal = _refusal(services, rated, now)
+        else:
+            rated, stored = await rating_store.rate_with_orm(rating, conn=conn)
+            refusal = _refusal(services, rated, now)
+            if stored is not None:
+                await rating_bursts.flag_bursts_orm(services, stored, conn=conn)
+        if refusal is not None:
+            raise refusal
+        if rated.outcome != "stored":
+            return rated  # ticket_taken: nothing written
+        assert rated.id is not None and rated.card_id is not None
+        if body.encounter_code:
+            card = Card(id=rated.card_id, officer_id=rated.officer_id)  # read only
+            encounter_id = await encounters.consume(
+                services, card=card, raw=body.encounter_code, now=now, conn=conn
+            )
+            await encounters.link(encounter_id, rated.id, conn=conn)
+        await moderation.hold_texts(
+            screening, citizen_id=citizen.id, evaluation_id=rated.id, conn=conn
+        )
+    return rated

@@ -1,15 +1,12 @@
-"""How a rating is read and written inside its transaction: few statements on PostgreSQL.
+"""How a rating is read and written.
 
-A rating is the hottest write of the product, so on PostgreSQL its transaction is three
-statements between BEGIN and COMMIT (the rules are in ``rating_integrity``, the flags in
-``rating_bursts``):
-
-1. the card, with the citizen's row lock;
-2. the citizen's last rating of this card within the window, with the officer's row lock — its
-   own statement, so its snapshot is taken after the citizen's lock was granted and sees a
-   simultaneous tap's committed rating; lock order citizen, then officer, as everywhere;
-3. the insert, with both burst counts: a statement does not see its own insert, so the new
-   rating is added to the counts (its officer once more; its officer among the citizen's).
+A rating is the hottest write of the product. On PostgreSQL it is one call of the
+``pingyi_rate`` function (migration 0002): the citizen's row lock, the card, the once-per-window
+check, the officer's row lock, the insert, the 差评's intake row and the burst flags, each
+statement with its own snapshot, so the check sees a simultaneous tap's committed rating and the
+counts see every rating of the officer before it (lock order citizen, then officer, as
+everywhere). Plain ratings go several to a call (``rating_batch``); one with an encounter code or
+a held comment runs in a transaction of its own, which adds those rows (``rating_integrity``).
 
 The embedded SQLite default has no row locks (one writer at a time) and goes through the ORM.
 """
@@ -22,134 +19,130 @@ from datetime import datetime
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
-from api import db
-from api.models import Card, Evaluation
+from api.models import Card, Case, CaseIntake, Evaluation
 
-_CARD_LOCK_CITIZEN = """
-SELECT c.id, c.code, c.officer_id, c.created_at, c.revoked_at,
-       (SELECT id FROM citizen WHERE id = $2 FOR UPDATE) AS locked_citizen
-FROM card c WHERE c.code = $1
-"""
-_LAST_RATING_LOCK_OFFICER = """
-SELECT (SELECT max(created_at) FROM evaluation
-        WHERE citizen_id = $1 AND card_id = $2 AND created_at > $3) AS last_at,
-       (SELECT id FROM officer WHERE id = $4 FOR NO KEY UPDATE) AS locked_officer
-"""
-_INSERT_AND_COUNT = """
-WITH stored AS (
-    INSERT INTO evaluation (card_id, officer_id, citizen_id, level, dimensions, answers, comment,
-                            content_status, verified, flagged, flag_reasons, flag_status,
-                            case_id, created_at)
-    VALUES ($1, $2, $3, $4, $5::text::jsonb, $6::text::jsonb, $7, 'ok', $8, FALSE, '[]', '',
-            $9, $10)
-    RETURNING id
-)
-SELECT (SELECT id FROM stored) AS id,
-       (SELECT count(*) FROM evaluation WHERE officer_id = $2 AND created_at > $11) + 1
-           AS officer_ratings,
-       (SELECT count(DISTINCT officer_id) FROM (
-            SELECT officer_id FROM evaluation WHERE citizen_id = $3 AND created_at > $12
-            UNION ALL SELECT $2) AS rated) AS citizen_officers
+_RATE = """
+SELECT outcome, rating_id, card_ref, officer_ref, last_rated_at
+FROM pingyi_rate($1, $2, $3, $4::text::jsonb, $5::text::jsonb, $6, $7, $8, $9, $10,
+                 $11, $12, $13, $14, $15, $16)
 """
 
 
 @dataclass(frozen=True)
-class StoredRating:
-    """A rating just inserted, with the burst counts that include it (None: not counted yet)."""
+class Bursts:
+    """The burst rules' windows (``rating_bursts``): thresholds of 0 turn a rule off."""
 
-    id: int
-    officer_id: int
-    citizen_id: int | None
-    created_at: datetime
-    officer_ratings: int | None = None  # of its officer since the officer window's start
-    citizen_officers: int | None = None  # officers its citizen rated since that window's start
-
-
-async def card_locking_citizen(code: str, citizen_id: int, conn: BaseDBAsyncClient) -> Card | None:
-    if not db.is_postgres(conn):
-        return await Card.get_or_none(code=code, using_db=conn)
-    _, rows = await conn.execute_query(_CARD_LOCK_CITIZEN, [code, citizen_id])
-    if not rows:
-        return None
-    row = dict(rows[0])
-    del row["locked_citizen"]
-    return Card(**row)  # read only: never saved from here
-
-
-async def last_rating_locking_officer(
-    *, citizen_id: int, card: Card, since: datetime, conn: BaseDBAsyncClient
-) -> datetime | None:
-    if not db.is_postgres(conn):
-        last = (
-            await Evaluation.filter(card_id=card.id, citizen_id=citizen_id, created_at__gt=since)
-            .using_db(conn)
-            .order_by("-created_at")
-            .first()
-        )
-        return last.created_at if last else None
-    values = [citizen_id, card.id, since, card.officer_id]
-    _, rows = await conn.execute_query(_LAST_RATING_LOCK_OFFICER, values)
-    last_at: datetime | None = rows[0]["last_at"]
-    return last_at
+    officer_since: datetime
+    officer_threshold: int
+    officer_minutes: float
+    citizen_since: datetime
+    citizen_threshold: int
+    citizen_minutes: float
 
 
 @dataclass(frozen=True)
 class NewRating:
-    card: Card
+    card_code: str  # normalised
     citizen_id: int
     level: int
     dimensions: dict[str, int]
     answers: dict[str, bool]
     comment: str
     verified: bool
-    case_id: int | None
+    ticket_no: str | None  # a 差评: the ticket of the follow-up case to open
     created_at: datetime
+    window_since: datetime  # the citizen's last rating of the card after this refuses it
 
 
-async def insert(
-    rating: NewRating,
-    *,
-    officer_since: datetime,
-    citizen_since: datetime,
-    conn: BaseDBAsyncClient,
-) -> StoredRating:
-    card = rating.card
-    if not db.is_postgres(conn):
-        created = await Evaluation.create(
-            card_id=card.id,
-            officer_id=card.officer_id,
-            citizen_id=rating.citizen_id,
-            level=rating.level,
-            dimensions=rating.dimensions,
-            answers=rating.answers,
-            comment=rating.comment,
-            case_id=rating.case_id,
-            verified=rating.verified,
-            created_at=rating.created_at,
-            using_db=conn,
-        )
-        return StoredRating(created.id, card.officer_id, rating.citizen_id, rating.created_at)
+@dataclass(frozen=True)
+class Rated:
+    """What the call answered: ``stored``, or why not (``card_not_found``, ``card_revoked``,
+    ``already_rated`` with the time of the rating that blocks it, ``ticket_taken``: the ticket
+    number drawn for its case is in use, draw another)."""
+
+    outcome: str
+    id: int | None = None
+    card_id: int | None = None
+    officer_id: int | None = None
+    last_rated_at: datetime | None = None
+
+
+async def rate_on_postgres(rating: NewRating, bursts: Bursts, *, conn: BaseDBAsyncClient) -> Rated:
+    """One call of ``pingyi_rate`` in ``conn``'s transaction."""
     values = [
-        card.id,
-        card.officer_id,
+        rating.card_code,
         rating.citizen_id,
         rating.level,
         json.dumps(rating.dimensions),
         json.dumps(rating.answers),
         rating.comment,
         rating.verified,
-        rating.case_id,
         rating.created_at,
-        officer_since,
-        citizen_since,
+        rating.window_since,
+        rating.ticket_no,
+        bursts.officer_since,
+        bursts.officer_threshold,
+        bursts.officer_minutes,
+        bursts.citizen_since,
+        bursts.citizen_threshold,
+        bursts.citizen_minutes,
     ]
-    _, rows = await conn.execute_query(_INSERT_AND_COUNT, values)
+    _, rows = await conn.execute_query(_RATE, values)
     row = rows[0]
-    return StoredRating(
-        id=row["id"],
+    return Rated(
+        outcome=row["outcome"],
+        id=row["rating_id"],
+        card_id=row["card_ref"],
+        officer_id=row["officer_ref"],
+        last_rated_at=row["last_rated_at"],
+    )
+
+
+# --- the same through the ORM (SQLite) ---------------------------------------------------------
+
+
+async def rate_with_orm(
+    rating: NewRating, *, conn: BaseDBAsyncClient
+) -> tuple[Rated, Evaluation | None]:
+    """The checks and the inserts of ``pingyi_rate`` (its burst flags: ``rating_bursts``)."""
+    if rating.ticket_no is not None and (
+        await Case.exists(ticket_no=rating.ticket_no, using_db=conn)
+        or await CaseIntake.exists(ticket_no=rating.ticket_no, using_db=conn)
+    ):
+        return Rated("ticket_taken"), None
+    card = await Card.get_or_none(code=rating.card_code, using_db=conn)
+    if card is None:
+        return Rated("card_not_found"), None
+    if card.revoked_at is not None:
+        return Rated("card_revoked", card_id=card.id), None
+    last = (
+        await Evaluation.filter(
+            card_id=card.id, citizen_id=rating.citizen_id, created_at__gt=rating.window_since
+        )
+        .using_db(conn)
+        .order_by("-created_at")
+        .first()
+    )
+    if last is not None:
+        return Rated("already_rated", card_id=card.id, last_rated_at=last.created_at), None
+    created = await Evaluation.create(
+        card_id=card.id,
         officer_id=card.officer_id,
         citizen_id=rating.citizen_id,
+        level=rating.level,
+        dimensions=rating.dimensions,
+        answers=rating.answers,
+        comment=rating.comment,
+        verified=rating.verified,
         created_at=rating.created_at,
-        officer_ratings=int(row["officer_ratings"]),
-        citizen_officers=int(row["citizen_officers"]),
+        using_db=conn,
     )
+    if rating.ticket_no is not None:
+        await CaseIntake.create(
+            evaluation_id=created.id,
+            ticket_no=rating.ticket_no,
+            received_at=rating.created_at,
+            using_db=conn,
+        )
+    rated = Rated("stored", id=created.id, card_id=card.id, officer_id=card.officer_id)
+    return rated, created

@@ -21,6 +21,7 @@ from api.redis import open_redis
 from api.services.calendar_alert import check_next_year
 from api.services.context import Services, build_context
 from api.services.escalation import fire_pass
+from api.services.intake import open_pending
 from api.settings import Settings, get_settings
 from api.workers.sms_sender import send_due_sms
 from api.workers.wechat_sender import send_due_wechat
@@ -73,9 +74,24 @@ async def message_once(services: Services) -> int:
     return await send_due_wechat(services, limit=services.settings.worker_batch)
 
 
+INTAKE_BATCH = 50  # cases opened per transaction: a citizen asking for one waits at most for these
+
+
+async def intake_once(services: Services) -> int:
+    """差评 follow-up cases still to be opened (api/services/intake.py)."""
+    return await open_pending(services, limit=INTAKE_BATCH)
+
+
 async def run_once(services: Services) -> int:
-    """One pass of each loop, in order: fire what is due, then send what is queued."""
-    return await fire_once(services) + await send_once(services) + await message_once(services)
+    """One pass of each loop, in order: open the 差评 cases, fire what is due, then send what is
+    queued."""
+    opened = await intake_once(services)
+    return (
+        opened
+        + await fire_once(services)
+        + await send_once(services)
+        + await message_once(services)
+    )
 
 
 # Firing goes first: while the firing loop works through a backlog (its last pass took a full
@@ -118,11 +134,17 @@ async def _fired_through(drained: asyncio.Event) -> None:
 
 
 async def _loop(
-    services: Services, stop: asyncio.Event, work: Pass, name: str, *, drained: asyncio.Event
+    services: Services,
+    stop: asyncio.Event,
+    work: Pass,
+    name: str,
+    *,
+    drained: asyncio.Event,
+    batch: int | None = None,
 ) -> None:
     """Runs ``work`` back to back while it finds a full batch, else waits one poll interval;
     before each pass, lets the firing loop work through its backlog first."""
-    poll = services.settings.worker_poll_seconds
+    poll, full = services.settings.worker_poll_seconds, batch or services.settings.worker_batch
     while not stop.is_set():
         await _fired_through(drained)
         try:
@@ -130,7 +152,7 @@ async def _loop(
         except Exception:
             log.exception("%s pass failed; retrying after the poll interval", name)
             done = 0
-        if done < services.settings.worker_batch:
+        if done < full:
             try:
                 await asyncio.wait_for(stop.wait(), timeout=poll)
             except TimeoutError:
@@ -143,6 +165,7 @@ async def run_until(services: Services, stop: asyncio.Event) -> None:
     await asyncio.gather(
         _calendar_loop(services, stop),
         _fire_loop(services, stop, drained),
+        _loop(services, stop, intake_once, "intake", drained=drained, batch=INTAKE_BATCH),
         _loop(services, stop, send_once, "sending", drained=drained),
         _loop(services, stop, message_once, "messaging", drained=drained),
     )

@@ -1,0 +1,102 @@
+"""Group commit for ratings on PostgreSQL: the plain ratings of many citizens in one call.
+
+Ratings that arrive while a call is at the database wait for the next one; each call is one
+``pingyi_rate_many`` (migration 0002): one round trip, one transaction, one commit for the lot.
+Each citizen's 201 is sent only once the call that stored the rating has committed, so nothing is
+acknowledged that is not stored. Refusals (unknown card, rated within the window) are answers
+per rating, not errors; if the call itself fails, each rating of it gets that error and none of
+them is stored (one transaction), as a single rating would.
+
+A worker holds one batcher (``Services.ratings``); a handful of calls may be at the database at
+once, so one slow call does not hold back the ratings behind it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import TYPE_CHECKING
+
+from api import db
+from api.services.rating_store import Bursts, NewRating, Rated
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+_RATE_MANY = """
+SELECT outcome, rating_id, card_ref, officer_ref, last_rated_at
+FROM pingyi_rate_many($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+"""
+
+Waiting = tuple[NewRating, Bursts, "asyncio.Future[Rated]"]
+
+
+async def rate_many(ratings: Sequence[tuple[NewRating, Bursts]]) -> list[Rated]:
+    """One call for ``ratings`` (same settings, so one threshold per rule), answers in order."""
+    first = ratings[0][1]
+    values = [
+        [r.card_code for r, _ in ratings],
+        [r.citizen_id for r, _ in ratings],
+        [r.level for r, _ in ratings],
+        [json.dumps(r.dimensions) for r, _ in ratings],
+        [json.dumps(r.answers) for r, _ in ratings],
+        [r.comment for r, _ in ratings],
+        [r.verified for r, _ in ratings],
+        [r.created_at for r, _ in ratings],
+        [r.window_since for r, _ in ratings],
+        [r.ticket_no for r, _ in ratings],
+        [b.officer_since for _, b in ratings],
+        first.officer_threshold,
+        first.officer_minutes,
+        [b.citizen_since for _, b in ratings],
+        first.citizen_threshold,
+        first.citizen_minutes,
+    ]
+    async with db.default_connection().acquire_connection() as raw:
+        rows = await raw.fetch(_RATE_MANY, *values)  # the asyncpg connection itself
+    return [
+        Rated(
+            outcome=row["outcome"],
+            id=row["rating_id"],
+            card_id=row["card_ref"],
+            officer_id=row["officer_ref"],
+            last_rated_at=row["last_rated_at"],
+        )
+        for row in rows
+    ]
+
+
+class RatingBatcher:
+    def __init__(self, *, max_batch: int = 64, max_calls: int = 8) -> None:
+        self.max_batch = max_batch
+        self.max_calls = max_calls  # calls at the database at once
+        self._waiting: list[Waiting] = []
+        self._calls: set[asyncio.Task[None]] = set()
+
+    async def rate(self, rating: NewRating, bursts: Bursts) -> Rated:
+        """Stores ``rating`` with the others waiting, or tells why not; raises what the call
+        raised."""
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[Rated] = loop.create_future()
+        self._waiting.append((rating, bursts, answer))
+        if len(self._calls) < self.max_calls:
+            call = loop.create_task(self._drain())
+            self._calls.add(call)
+            call.add_done_callback(self._calls.discard)
+        # The rating is stored whether or not its request is still waiting for the answer.
+        return await asyncio.shield(answer)
+
+    async def _drain(self) -> None:
+        await asyncio.sleep(0)  # the ratings that arrive in this turn of the loop join in
+        while self._waiting:
+            batch, self._waiting = self._waiting[: self.max_batch], self._waiting[self.max_batch :]
+            try:
+                answers = await rate_many([(r, b) for r, b, _ in batch])
+            except Exception as exc:
+                for *_, answer in batch:
+                    if not answer.done():
+                        answer.set_exception(exc)
+                continue
+            for (*_, answer), rated in zip(batch, answers, strict=True):
+                if not answer.done():
+                    answer.set_result(rated)
