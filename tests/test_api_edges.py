@@ -642,7 +642,7 @@ async def test_staff_list_limits_must_be_sane_integers(
     await make_world()
     province = await staff_token(client, "province")
     for url, high in (("/api/v1/staff/complaints", 200), ("/api/v1/admin/sms", 500)):
-        for limit in ("abc", "0", "-1", str(high + 1), "1.5", "1e3", "null"):
+        for limit in ("abc", "0", "-1", str(high + 1), "1.5", "1e3", "null", "１０", "٣"):
             res = await client.get(url, params={"limit": limit}, headers=province)
             assert_invalid(res, "limit")
         for limit in ("1", str(high)):

@@ -52,7 +52,7 @@ def int_arg(request: Request, name: str, *, default: int, low: int, high: int) -
     if raw is None:
         return default
     try:
-        value = int(raw)
+        value = int(raw) if raw.isascii() else low - 1  # not "１０" (full-width digits)
     except ValueError:
         value = low - 1
     if not low <= value <= high:
