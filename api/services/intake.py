@@ -19,6 +19,7 @@ from tortoise.transactions import in_transaction
 from api import db
 from api.models import Case, CaseIntake, Citizen, ContentHold, Evaluation, Officer
 from api.models.case import CaseKind
+from api.models.moderation import ContentStatus
 from api.services import lifecycle, moderation
 from api.services.context import Services
 
@@ -40,6 +41,7 @@ async def _is_public_supervisor(citizen_id: int | None, conn: BaseDBAsyncClient)
 
 
 async def _open(services: Services, row: CaseIntake, conn: BaseDBAsyncClient) -> Case:
+    """Opens the case of ``row``; the caller deletes the row in the same transaction."""
     rating = await Evaluation.get(id=row.evaluation_id, using_db=conn)
     officer = await Officer.get(id=rating.officer_id, using_db=conn)
     case = await lifecycle.open_case(
@@ -56,16 +58,22 @@ async def _open(services: Services, row: CaseIntake, conn: BaseDBAsyncClient) ->
         conn=conn,
     )
     await Evaluation.filter(id=rating.id).using_db(conn).update(case_id=case.id)
-    holds = await ContentHold.filter(evaluation_id=rating.id, case_id=None).using_db(conn)
-    await moderation.attach_holds(holds, case, conn=conn)  # a held comment is the case's text
-    await CaseIntake.filter(id=row.id).using_db(conn).delete()
+    if rating.content_status == ContentStatus.HELD:  # a held comment is the case's text
+        holds = await ContentHold.filter(evaluation_id=rating.id, case_id=None).using_db(conn)
+        await moderation.attach_holds(holds, case, conn=conn)
     return case
+
+
+async def _open_all(services: Services, rows: list[CaseIntake], conn: BaseDBAsyncClient) -> None:
+    for row in rows:
+        await _open(services, row, conn)
+    await CaseIntake.filter(id__in=[r.id for r in rows]).using_db(conn).delete()
 
 
 async def open_pending(services: Services, *, limit: int) -> int:
     """Opens the cases of up to ``limit`` intake rows, oldest first; several workers may run
-    this at once. One row that fails is logged and left for the next pass, not the others."""
-    opened = 0
+    this at once. The claimed rows are opened together; if that fails, each alone, so one row
+    that fails is logged and left for the next pass, not the others."""
     async with in_transaction() as conn:
         rows = await (
             CaseIntake.all()
@@ -74,15 +82,25 @@ async def open_pending(services: Services, *, limit: int) -> int:
             .select_for_update(skip_locked=True)
             .using_db(conn)
         )
-        for row in rows:
-            try:
-                async with in_transaction() as savepoint:  # nested in the claim's: a savepoint
-                    await _open(services, row, savepoint)
-                opened += 1
-            except Exception:
-                log.exception("opening the case of intake %s (%s) failed", row.id, row.ticket_no)
-    if opened:
-        log.info("opened %d 差评 follow-up cases", opened)
+        if not rows:
+            return 0
+        try:
+            async with in_transaction() as savepoint:  # nested in the claim's: a savepoint
+                await _open_all(services, rows, savepoint)
+            opened = len(rows)
+        except Exception:
+            log.exception("opening %d 差评 cases together failed; one by one", len(rows))
+            opened = 0
+            for row in rows:
+                try:
+                    async with in_transaction() as savepoint:
+                        await _open_all(services, [row], savepoint)
+                    opened += 1
+                except Exception:
+                    log.exception(
+                        "opening the case of intake %s (%s) failed", row.id, row.ticket_no
+                    )
+    log.info("opened %d 差评 follow-up cases", opened)
     return len(rows)
 
 
@@ -99,6 +117,7 @@ async def open_for_citizen(
         return
     async with in_transaction() as conn:
         # Waits for a worker that holds a row; finds it gone once that worker committed.
-        rows = CaseIntake.filter(id__in=ids).order_by("id").select_for_update().using_db(conn)
-        for row in await rows:
-            await _open(services, row, conn)
+        claim = CaseIntake.filter(id__in=ids).order_by("id").select_for_update().using_db(conn)
+        rows = list(await claim)
+        if rows:
+            await _open_all(services, rows, conn)
