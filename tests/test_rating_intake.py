@@ -135,3 +135,28 @@ async def test_ratings_arriving_together_share_a_call(
     assert await Evaluation.all().count() == 30
     bad = sum(1 for i in range(30) if 1 + i % 5 <= 2)
     assert await CaseIntake.all().count() == bad
+
+
+async def test_one_row_that_fails_does_not_hold_back_the_others(
+    client: httpx.AsyncClient, services: Services
+) -> None:
+    world = await make_world()
+    tickets = [
+        (await rate(client, world.card.code, await citizen_token(client, f"p{i}"), level=1)).json()[
+            "ticket_no"
+        ]
+        for i in range(3)
+    ]
+    assert await open_intake(services) == 3
+    later = [
+        (await rate(client, world.other_card.code, await citizen_token(client, f"p{i}"), level=1))
+        for i in range(3)
+    ]
+    # A row that cannot be opened: its ticket is taken by a case meanwhile.
+    await CaseIntake.filter(ticket_no=later[1].json()["ticket_no"]).update(ticket_no=tickets[0])
+    assert await intake_once(services) == 3  # claimed all three
+    opened = {later[0].json()["ticket_no"], later[2].json()["ticket_no"]}
+    assert await Case.filter(ticket_no__in=opened).count() == 2
+    assert await CaseIntake.filter(ticket_no=tickets[0]).count() == 1  # left, retried next pass
+    stored = await Evaluation.get(id=later[1].json()["id"])
+    assert stored.level == 1  # the rating itself is kept
