@@ -3,12 +3,16 @@ from tortoise.migrations import operations as ops
 from tortoise.fields.base import OnDelete
 from tortoise import fields
 
-# The rating itself, on PostgreSQL (api/services/rating_store.py): one call, several to a
-# transaction through pingyi_rate_many. Each statement of a plpgsql function takes a new snapshot,
-# so the window check after the citizen's row lock sees a simultaneous tap's committed rating,
-# and the burst counts after the officer's row lock see every rating of the officer before it.
-RATE_FUNCTION = """
-CREATE OR REPLACE FUNCTION pingyi_rate(
+# The rating itself, on PostgreSQL (api/services/rating_store.py, api/services/rating_batch.py).
+# pingyi_rate_core stores one rating whose citizen and officer rows the transaction has locked
+# already: one statement reads the card, the citizen's last rating of it within the window and
+# both burst counts, one more inserts (a 差评 adds its intake row). Each statement of a plpgsql
+# function takes a new snapshot, so after the locks the window check sees a simultaneous tap's
+# committed rating and the counts see every rating of the officer before it. A rating of a burst
+# is stored flagged; the earlier ratings of the burst are flagged once, when the count reaches
+# the threshold (each later rating of the burst comes flagged itself).
+RATE_CORE_FUNCTION = """
+CREATE OR REPLACE FUNCTION pingyi_rate_core(
     p_code text, p_citizen integer, p_level smallint, p_dimensions jsonb, p_answers jsonb,
     p_comment text, p_verified boolean, p_now timestamptz, p_window_since timestamptz,
     p_ticket text,
@@ -19,8 +23,8 @@ CREATE OR REPLACE FUNCTION pingyi_rate(
 LANGUAGE plpgsql AS $fn$
 DECLARE
     v_revoked timestamptz;
-    v_officer bigint := 0;
-    v_citizen bigint := 0;
+    v_officer bigint;
+    v_citizen bigint;
     v_known boolean;
     v_reasons jsonb := '[]';
 BEGIN
@@ -30,9 +34,23 @@ BEGIN
         outcome := 'ticket_taken';
         RETURN;
     END IF;
-    PERFORM 1 FROM citizen WHERE id = p_citizen FOR UPDATE;
-    SELECT c.id, c.officer_id, c.revoked_at INTO card_ref, officer_ref, v_revoked
-    FROM card c WHERE c.code = p_code;
+    SELECT k.id, k.officer_id, k.revoked_at, w.last, o.n + 1,
+           c.n + CASE WHEN coalesce(c.known, FALSE) THEN 0 ELSE 1 END, coalesce(c.known, FALSE)
+    INTO card_ref, officer_ref, v_revoked, last_rated_at, v_officer, v_citizen, v_known
+    FROM card k
+    CROSS JOIN LATERAL (
+        SELECT max(e.created_at) AS last FROM evaluation e
+        WHERE e.citizen_id = p_citizen AND e.card_id = k.id AND e.created_at > p_window_since) w
+    CROSS JOIN LATERAL (
+        SELECT count(*) AS n FROM evaluation e
+        WHERE p_officer_threshold > 0 AND e.officer_id = k.officer_id
+          AND e.created_at > p_officer_since) o
+    CROSS JOIN LATERAL (
+        SELECT count(DISTINCT e.officer_id) AS n, bool_or(e.officer_id = k.officer_id) AS known
+        FROM evaluation e
+        WHERE p_citizen_threshold > 0 AND e.citizen_id = p_citizen
+          AND e.created_at > p_citizen_since) c
+    WHERE k.code = p_code;
     IF NOT FOUND THEN
         outcome := 'card_not_found';
         RETURN;
@@ -41,35 +59,19 @@ BEGIN
         outcome := 'card_revoked';
         RETURN;
     END IF;
-    SELECT max(e.created_at) INTO last_rated_at FROM evaluation e
-    WHERE e.citizen_id = p_citizen AND e.card_id = card_ref AND e.created_at > p_window_since;
     IF last_rated_at IS NOT NULL THEN
         outcome := 'already_rated';
         RETURN;
     END IF;
-    PERFORM 1 FROM officer WHERE id = officer_ref FOR NO KEY UPDATE;
-    -- The burst counts before the insert, the new rating included: it is stored already flagged
-    -- when it is part of a burst, and the earlier ratings of the burst are flagged once, when
-    -- the count reaches the threshold (each later rating of the burst comes flagged itself).
-    IF p_officer_threshold > 0 THEN
-        SELECT count(*) + 1 INTO v_officer FROM evaluation e
-        WHERE e.officer_id = officer_ref AND e.created_at > p_officer_since;
-        IF v_officer >= p_officer_threshold THEN
-            v_reasons := v_reasons || jsonb_build_array(jsonb_build_object(
-                'code', 'officer_burst', 'count', v_officer, 'minutes', p_officer_minutes,
-                'threshold', p_officer_threshold));
-        END IF;
+    IF p_officer_threshold > 0 AND v_officer >= p_officer_threshold THEN
+        v_reasons := v_reasons || jsonb_build_array(jsonb_build_object(
+            'code', 'officer_burst', 'count', v_officer, 'minutes', p_officer_minutes,
+            'threshold', p_officer_threshold));
     END IF;
-    IF p_citizen_threshold > 0 THEN
-        SELECT count(DISTINCT e.officer_id), bool_or(e.officer_id = officer_ref)
-        INTO v_citizen, v_known FROM evaluation e
-        WHERE e.citizen_id = p_citizen AND e.created_at > p_citizen_since;
-        v_citizen := v_citizen + CASE WHEN coalesce(v_known, FALSE) THEN 0 ELSE 1 END;
-        IF v_citizen >= p_citizen_threshold THEN
-            v_reasons := v_reasons || jsonb_build_array(jsonb_build_object(
-                'code', 'citizen_burst', 'count', v_citizen, 'minutes', p_citizen_minutes,
-                'threshold', p_citizen_threshold));
-        END IF;
+    IF p_citizen_threshold > 0 AND v_citizen >= p_citizen_threshold THEN
+        v_reasons := v_reasons || jsonb_build_array(jsonb_build_object(
+            'code', 'citizen_burst', 'count', v_citizen, 'minutes', p_citizen_minutes,
+            'threshold', p_citizen_threshold));
     END IF;
     INSERT INTO evaluation (card_id, officer_id, citizen_id, level, dimensions, answers, comment,
                             content_status, verified, flagged, flag_reasons, flag_status,
@@ -83,7 +85,7 @@ BEGIN
         INSERT INTO case_intake (evaluation_id, ticket_no, received_at)
         VALUES (rating_id, p_ticket, p_now);
     END IF;
-    IF v_officer = p_officer_threshold THEN
+    IF p_officer_threshold > 0 AND v_officer = p_officer_threshold THEN
         UPDATE evaluation e
         SET flag_reasons = e.flag_reasons || jsonb_build_array(jsonb_build_object(
                 'code', 'officer_burst', 'count', v_officer, 'minutes', p_officer_minutes,
@@ -93,7 +95,7 @@ BEGIN
           AND e.flag_status IN ('', 'pending')
           AND NOT e.flag_reasons @> '[{"code": "officer_burst"}]';
     END IF;
-    IF v_citizen = p_citizen_threshold AND NOT coalesce(v_known, FALSE) THEN
+    IF p_citizen_threshold > 0 AND v_citizen = p_citizen_threshold AND NOT v_known THEN
         UPDATE evaluation e
         SET flag_reasons = e.flag_reasons || jsonb_build_array(jsonb_build_object(
                 'code', 'citizen_burst', 'count', v_citizen, 'minutes', p_citizen_minutes,
@@ -108,11 +110,34 @@ END
 $fn$
 """
 
+# One rating (with an encounter code or a held comment, in the caller's transaction): the
+# citizen's row lock, then the officer's (lock order citizen, then officer, as everywhere).
+RATE_FUNCTION = """
+CREATE OR REPLACE FUNCTION pingyi_rate(
+    p_code text, p_citizen integer, p_level smallint, p_dimensions jsonb, p_answers jsonb,
+    p_comment text, p_verified boolean, p_now timestamptz, p_window_since timestamptz,
+    p_ticket text,
+    p_officer_since timestamptz, p_officer_threshold integer, p_officer_minutes double precision,
+    p_citizen_since timestamptz, p_citizen_threshold integer, p_citizen_minutes double precision,
+    OUT outcome text, OUT rating_id integer, OUT card_ref integer, OUT officer_ref integer,
+    OUT last_rated_at timestamptz)
+LANGUAGE plpgsql AS $fn$
+BEGIN
+    PERFORM 1 FROM citizen WHERE id = p_citizen FOR UPDATE;
+    PERFORM 1 FROM officer WHERE id = (SELECT k.officer_id FROM card k WHERE k.code = p_code)
+    FOR NO KEY UPDATE;
+    SELECT * INTO outcome, rating_id, card_ref, officer_ref, last_rated_at FROM pingyi_rate_core(
+        p_code, p_citizen, p_level, p_dimensions, p_answers, p_comment, p_verified, p_now,
+        p_window_since, p_ticket, p_officer_since, p_officer_threshold, p_officer_minutes,
+        p_citizen_since, p_citizen_threshold, p_citizen_minutes);
+END
+$fn$
+"""
 
 # Several ratings in one call and one transaction (api/services/rating_batch.py): every row lock
 # first, in one order (citizens, then officers, each by id) so that concurrent batches and single
-# ratings never wait on each other in a circle, then each rating as pingyi_rate, in order (a
-# later rating of the batch sees the earlier ones: the same transaction).
+# ratings never wait on each other in a circle, then each rating in order (a later rating of the
+# batch sees the earlier ones: the same transaction).
 RATE_MANY_FUNCTION = """
 CREATE OR REPLACE FUNCTION pingyi_rate_many(
     p_codes text[], p_citizens integer[], p_levels smallint[], p_dimensions text[],
@@ -128,7 +153,7 @@ BEGIN
     PERFORM 1 FROM officer WHERE id IN (SELECT c.officer_id FROM card c WHERE c.code = ANY (p_codes))
     ORDER BY id FOR NO KEY UPDATE;
     FOR i IN 1 .. coalesce(array_length(p_codes, 1), 0) LOOP
-        RETURN QUERY SELECT * FROM pingyi_rate(
+        RETURN QUERY SELECT * FROM pingyi_rate_core(
             p_codes[i], p_citizens[i], p_levels[i], p_dimensions[i]::jsonb, p_answers[i]::jsonb,
             p_comments[i], p_verified[i], p_now[i], p_window_since[i], p_tickets[i],
             p_officer_since[i], p_officer_threshold, p_officer_minutes,
@@ -141,14 +166,15 @@ $fn$
 
 async def create_rate_function(apps, schema_editor):
     if schema_editor.client.capabilities.dialect == "postgres":
-        await schema_editor.client.execute_script(RATE_FUNCTION)
-        await schema_editor.client.execute_script(RATE_MANY_FUNCTION)
+        for function in (RATE_CORE_FUNCTION, RATE_FUNCTION, RATE_MANY_FUNCTION):
+            await schema_editor.client.execute_script(function)
 
 
 async def drop_rate_function(apps, schema_editor):
     if schema_editor.client.capabilities.dialect == "postgres":
         await schema_editor.client.execute_script("DROP FUNCTION IF EXISTS pingyi_rate_many")
         await schema_editor.client.execute_script("DROP FUNCTION IF EXISTS pingyi_rate")
+        await schema_editor.client.execute_script("DROP FUNCTION IF EXISTS pingyi_rate_core")
 
 
 class Migration(migrations.Migration):
