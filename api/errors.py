@@ -59,6 +59,11 @@ class NotFound(AppError):
     message = "未找到"
 
 
+class PayloadTooLarge(AppError):
+    status = 413
+    code = "payload_too_large"
+
+
 class UnsupportedMediaType(AppError):
     status = 415
     code = "unsupported_media_type"

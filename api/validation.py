@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 from sanic.request import Request
 
-from api.errors import BadRequest, UnsupportedMediaType, ValidationFailed
+from api.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -64,7 +64,18 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return data
 
 
+# A JSON body is a form's worth of text (photos are uploaded on their own, up to the request
+# limit): a larger one is refused before it is parsed, and an error lists at most this many fields.
+JSON_MAX_BYTES = 256 * 1024  # the largest form: a unit's disclosure, 110 items of 500 characters
+MAX_FIELD_ERRORS = 20
+
+
 def _json_body(request: Request) -> Any:
+    if len(request.body or b"") > JSON_MAX_BYTES:
+        raise PayloadTooLarge(
+            f"请求内容过大（JSON 不超过 {JSON_MAX_BYTES // 1024} KB）",
+            details={"max_bytes": JSON_MAX_BYTES},
+        )
     content_type = (request.headers.get("content-type") or "application/json").split(";")[0]
     if content_type.strip().lower() != "application/json":
         raise UnsupportedMediaType(
@@ -91,8 +102,12 @@ def validate(model: type[M], data: Any) -> M:
         return model.model_validate(data)
     except ValidationError as exc:
         errors = _field_errors(exc)
-        names = "、".join(sorted({e["field"] for e in errors}))
-        raise ValidationFailed(f"字段 {names} 不符合要求", details={"fields": errors}) from exc
+        names = sorted({e["field"] for e in errors})
+        shown = "、".join(names[:5]) + (f" 等 {len(names)} 个字段" if len(names) > 5 else "")
+        details: dict[str, Any] = {"fields": errors[:MAX_FIELD_ERRORS]}
+        if len(errors) > MAX_FIELD_ERRORS:
+            details["more_fields"] = len(errors) - MAX_FIELD_ERRORS
+        raise ValidationFailed(f"字段 {shown} 不符合要求", details=details) from exc
 
 
 def field_error(field: str, reason: str) -> ValidationFailed:

@@ -21,7 +21,7 @@ from pydantic import BaseModel
 
 from api import clock
 from api.fakes.wechat import FakeWeChatServer
-from api.models import StaffUser, Unit
+from api.models import Evaluation, StaffUser, Unit
 from api.models.case import CaseStatus
 from api.models.outbox import OutboxStatus
 from api.schemas import (
@@ -916,3 +916,34 @@ async def test_nul_characters_in_text_never_cause_a_server_error(
         elif res.status_code >= 400:
             error_of(res)
     assert not failures, failures
+
+
+async def test_a_body_of_many_unknown_fields_gets_a_short_answer(
+    client: httpx.AsyncClient, services: Services
+) -> None:
+    """A JSON body is refused over its limit before it is parsed; under it, an error lists a
+    bounded number of fields, whatever the body holds (no answer a hundred times its request)."""
+    import json
+
+    from api.validation import JSON_MAX_BYTES, MAX_FIELD_ERRORS
+
+    world = await make_world()
+    citizen = await citizen_token(client)
+    url = f"/api/v1/cards/{world.card.code}/evaluations"
+    many = json.dumps({**{f"k{i}": 1 for i in range(20000)}, "level": 5})
+    assert len(many) < JSON_MAX_BYTES
+    res = await client.post(
+        url, content=many, headers={**citizen, "Content-Type": "application/json"}
+    )
+    error = assert_error(res, 422, "validation_failed")
+    assert len(error["details"]["fields"]) == MAX_FIELD_ERRORS
+    assert error["details"]["more_fields"] == 20000 - MAX_FIELD_ERRORS
+    assert "等 20000 个字段" in error["message"] and len(res.content) < 10_000
+    for path, headers in ((url, citizen), ("/api/v1/auth/wechat", {})):
+        big = json.dumps({"level": 5, "comment": "x" * JSON_MAX_BYTES})
+        res = await client.post(
+            path, content=big, headers={**headers, "Content-Type": "application/json"}
+        )
+        error = assert_error(res, 413, "payload_too_large")
+        assert error["details"]["max_bytes"] == JSON_MAX_BYTES
+    assert not await Evaluation.exists()
