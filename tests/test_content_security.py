@@ -429,3 +429,60 @@ async def test_rejected_photo_link_is_dead(
     assert res.status_code == 200
     assert (await client.get(link)).status_code == 404  # the link handed out earlier is dead
     assert (await Evidence.get(id=photo_id)).content_status == "rejected"
+
+
+async def test_an_anonymous_bad_rating_keeps_its_reporters_number_from_staff(
+    client: httpx.AsyncClient, world: World, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A held 差评 comment with the reporter's phone in it, the case made anonymous: the number is
+    in no staff output — the case (its holds included) and the flagged-ratings list; a list never
+    shows held or rejected text."""
+    monkeypatch.setattr(services.settings, "burst_officer_ratings", 1)  # every rating flagged
+    citizen = await citizen_token(client)
+    res = await client.post(
+        f"/api/v1/cards/{world.card.code}/evaluations",
+        json={"level": 1, "comment": REVIEW + "电话13800138000"},
+        headers=citizen,
+    )
+    assert res.status_code == 201, res.text
+    ticket = res.json()["ticket_no"]
+    made = await client.post(
+        f"/api/v1/complaints/{ticket}/anonymity", json={"anonymous": True}, headers=citizen
+    )
+    assert made.status_code == 200, made.text
+    city = await staff_token(client, "city-4301")
+    case = await client.get(f"{STAFF}/{ticket}", headers=city)
+    assert case.status_code == 200, case.text
+    assert "13800138000" not in case.text and case.json()["content"]["holds"]
+    listed = await client.get("/api/v1/staff/ratings/flagged", headers=city)
+    assert listed.status_code == 200, listed.text
+    (item,) = listed.json()["items"]
+    assert item["ticket_no"] == ticket and item["comment"] == HELD_TEXT
+    hold = await ContentHold.get(evaluation_id=res.json()["id"])
+    decided = await client.post(
+        f"{STAFF}/{ticket}/content/{hold.id}", json={"decision": "reject"}, headers=city
+    )
+    assert decided.status_code == 200, decided.text
+    listed = await client.get("/api/v1/staff/ratings/flagged", headers=city)
+    assert listed.json()["items"][0]["comment"] == REJECTED_TEXT
+
+
+async def test_a_flagged_comment_of_an_anonymous_case_is_listed_without_numbers(
+    client: httpx.AsyncClient, world: World, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(services.settings, "burst_officer_ratings", 1)
+    citizen = await citizen_token(client)
+    res = await client.post(
+        f"/api/v1/cards/{world.card.code}/evaluations",
+        json={"level": 2, "comment": CLEAN + "请回电13800138000"},
+        headers=citizen,
+    )
+    ticket = res.json()["ticket_no"]
+    await client.post(
+        f"/api/v1/complaints/{ticket}/anonymity", json={"anonymous": True}, headers=citizen
+    )
+    listed = await client.get(
+        "/api/v1/staff/ratings/flagged", headers=await staff_token(client, "city-4301")
+    )
+    (item,) = listed.json()["items"]
+    assert "13800138000" not in item["comment"] and "（已隐去）" in item["comment"]

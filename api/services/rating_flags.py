@@ -30,6 +30,8 @@ from api.models import Evaluation, RatingReview, StaffUser, Unit
 from api.schemas import RatingReviewCreate
 from api.services import permissions
 from api.services.context import Services
+from api.services.moderation import shown_text
+from api.services.redaction import written_safe
 from api.texts import LEVELS
 
 
@@ -76,7 +78,11 @@ async def _view(services: Services, ev: Evaluation) -> dict[str, Any]:
         "id": ev.id,
         "level": ev.level,
         "level_label": LEVELS.get(ev.level),
-        "comment": ev.comment,
+        # Held text never goes into lists, rejected text to no one; an anonymous 差评's comment
+        # without its reporter.
+        "comment": await written_safe(
+            ev.case, shown_text(ev.comment, ev.content_status, may_review=False) or ""
+        ),
         "verified": ev.verified,
         "created_at": clock.iso(ev.created_at),
         "flagged": ev.flagged,

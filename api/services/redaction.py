@@ -15,7 +15,7 @@ WITHHELD = "（已隐去）"
 # Mainland mobile numbers, in full or masked as 138****8000.
 _MOBILE = re.compile(r"(?<![0-9A-Za-z])1[3-9]\d(?:\d{4}|\*{4})\d{4}(?![0-9A-Za-z])")
 # What people wrote on the case (the reporter may have typed their own number there).
-FREE_TEXT = ("description", "reply", "recheck_reply", "rating", "events")
+FREE_TEXT = ("description", "reply", "recheck_reply", "rating", "events", "content")
 
 
 async def reporter_values(case: Case) -> list[str]:
@@ -44,6 +44,17 @@ def scrub(value: Any, secrets: list[str], *, numbers: bool = False) -> Any:
     if isinstance(value, list):
         return [scrub(v, secrets, numbers=numbers) for v in value]
     return value
+
+
+async def written_safe(case: Case | None, text: str) -> str:
+    """A text the reporter wrote (a rating's comment), as staff may see it: for an anonymous
+    case without the reporter's identifiers or any mobile number."""
+    if case is None or not case.anonymous:
+        return text
+    safe: str = scrub(
+        text, _longest_first([*await reporter_values(case), case.location]), numbers=True
+    )
+    return safe
 
 
 async def staff_safe(case: Case, view: dict[str, Any]) -> dict[str, Any]:
