@@ -11,9 +11,11 @@ import httpx
 import pytest
 
 from api import clock
-from api.models import Case, CaseClock, CaseIntake, Evaluation
+from api.models import Case, CaseClock, CaseIntake, Citizen, Evaluation
 from api.services import lifecycle, rating_batch
 from api.services.context import Services
+from api.settings import ROOT
+from api.sla.policy import load_policy
 from api.workers.runner import intake_once
 from tests.support import at, citizen_token, make_world, open_intake
 
@@ -160,3 +162,25 @@ async def test_one_row_that_fails_does_not_hold_back_the_others(
     assert await CaseIntake.filter(ticket_no=tickets[0]).count() == 1  # left, retried next pass
     stored = await Evaluation.get(id=later[1].json()["id"])
     assert stored.level == 1  # the rating itself is kept
+
+
+async def test_the_case_is_opened_as_things_stood_when_it_was_rated(
+    client: httpx.AsyncClient, services: Services
+) -> None:
+    """The worker may come by after the citizen's appointment as 群众监督员 ended or the SLA
+    profile was switched: the case is marked, routed and timed as of the rating."""
+    world = await make_world()
+    citizen = await citizen_token(client, "supervisor")
+    await Citizen.all().update(is_public_supervisor=True)
+    ticket = (await rate(client, world.card.code, citizen, level=1)).json()["ticket_no"]
+    default = services.policy
+    assert default.name == "default"
+    await Citizen.all().update(is_public_supervisor=False)  # the appointment ends
+    services.policy = load_policy(ROOT / "config" / "sla-strict.toml")  # new cases only
+    try:
+        assert await open_intake(services) == 1
+    finally:
+        services.policy = default
+    case = await Case.get(ticket_no=ticket).prefetch_related("handling_unit")
+    assert case.from_public_supervisor and case.sla_profile == "default"
+    assert case.handling_unit.code == "4301"  # one level up, as a supervisor's 差评 goes

@@ -15,7 +15,7 @@ RATE_CORE_FUNCTION = """
 CREATE OR REPLACE FUNCTION pingyi_rate_core(
     p_code text, p_citizen integer, p_level smallint, p_dimensions jsonb, p_answers jsonb,
     p_comment text, p_verified boolean, p_now timestamptz, p_window_since timestamptz,
-    p_ticket text,
+    p_ticket text, p_sla_profile text,
     p_officer_since timestamptz, p_officer_threshold integer, p_officer_minutes double precision,
     p_citizen_since timestamptz, p_citizen_threshold integer, p_citizen_minutes double precision,
     OUT outcome text, OUT rating_id integer, OUT card_ref integer, OUT officer_ref integer,
@@ -82,8 +82,10 @@ BEGIN
             CASE WHEN v_reasons <> '[]' THEN p_now END, p_now)
     RETURNING id INTO rating_id;
     IF p_ticket IS NOT NULL THEN
-        INSERT INTO case_intake (evaluation_id, ticket_no, received_at)
-        VALUES (rating_id, p_ticket, p_now);
+        INSERT INTO case_intake (evaluation_id, ticket_no, received_at, sla_profile,
+                                 from_public_supervisor)
+        VALUES (rating_id, p_ticket, p_now, p_sla_profile,
+                (SELECT c.is_public_supervisor FROM citizen c WHERE c.id = p_citizen));
     END IF;
     IF p_officer_threshold > 0 AND v_officer = p_officer_threshold THEN
         UPDATE evaluation e
@@ -116,7 +118,7 @@ RATE_FUNCTION = """
 CREATE OR REPLACE FUNCTION pingyi_rate(
     p_code text, p_citizen integer, p_level smallint, p_dimensions jsonb, p_answers jsonb,
     p_comment text, p_verified boolean, p_now timestamptz, p_window_since timestamptz,
-    p_ticket text,
+    p_ticket text, p_sla_profile text,
     p_officer_since timestamptz, p_officer_threshold integer, p_officer_minutes double precision,
     p_citizen_since timestamptz, p_citizen_threshold integer, p_citizen_minutes double precision,
     OUT outcome text, OUT rating_id integer, OUT card_ref integer, OUT officer_ref integer,
@@ -128,7 +130,8 @@ BEGIN
     FOR NO KEY UPDATE;
     SELECT * INTO outcome, rating_id, card_ref, officer_ref, last_rated_at FROM pingyi_rate_core(
         p_code, p_citizen, p_level, p_dimensions, p_answers, p_comment, p_verified, p_now,
-        p_window_since, p_ticket, p_officer_since, p_officer_threshold, p_officer_minutes,
+        p_window_since, p_ticket, p_sla_profile, p_officer_since, p_officer_threshold,
+        p_officer_minutes,
         p_citizen_since, p_citizen_threshold, p_citizen_minutes);
 END
 $fn$
@@ -142,7 +145,7 @@ RATE_MANY_FUNCTION = """
 CREATE OR REPLACE FUNCTION pingyi_rate_many(
     p_codes text[], p_citizens integer[], p_levels smallint[], p_dimensions text[],
     p_answers text[], p_comments text[], p_verified boolean[], p_now timestamptz[],
-    p_window_since timestamptz[], p_tickets text[],
+    p_window_since timestamptz[], p_tickets text[], p_sla_profile text,
     p_officer_since timestamptz[], p_officer_threshold integer, p_officer_minutes double precision,
     p_citizen_since timestamptz[], p_citizen_threshold integer, p_citizen_minutes double precision)
 RETURNS TABLE (outcome text, rating_id integer, card_ref integer, officer_ref integer,
@@ -156,7 +159,7 @@ BEGIN
         RETURN QUERY SELECT * FROM pingyi_rate_core(
             p_codes[i], p_citizens[i], p_levels[i], p_dimensions[i]::jsonb, p_answers[i]::jsonb,
             p_comments[i], p_verified[i], p_now[i], p_window_since[i], p_tickets[i],
-            p_officer_since[i], p_officer_threshold, p_officer_minutes,
+            p_sla_profile, p_officer_since[i], p_officer_threshold, p_officer_minutes,
             p_citizen_since[i], p_citizen_threshold, p_citizen_minutes);
     END LOOP;
 END
@@ -190,8 +193,10 @@ class Migration(migrations.Migration):
                 ('evaluation', fields.OneToOneField('models.Evaluation', source_field='evaluation_id', db_constraint=True, to_field='id', related_name='intake', on_delete=OnDelete.CASCADE)),
                 ('ticket_no', fields.CharField(unique=True, max_length=20)),
                 ('received_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+                ('sla_profile', fields.CharField(max_length=40)),
+                ('from_public_supervisor', fields.BooleanField(default=False)),
             ],
-            options={'table': 'case_intake', 'app': 'models', 'pk_attr': 'id', 'table_description': 'A 差评 whose follow-up case is still to be opened (written in the rating\'s transaction).'},
+            options={'table': 'case_intake', 'app': 'models', 'pk_attr': 'id', 'table_description': "A 差评 whose follow-up case is still to be opened (written in the rating's transaction)."},
             bases=['Model'],
         ),
         ops.RunPython(create_rate_function, drop_rate_function),

@@ -17,27 +17,13 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
 from api import db
-from api.models import Case, CaseIntake, Citizen, ContentHold, Evaluation, Officer
+from api.models import Case, CaseIntake, ContentHold, Evaluation, Officer
 from api.models.case import CaseKind
 from api.models.moderation import ContentStatus
 from api.services import lifecycle, moderation
 from api.services.context import Services
 
 log = logging.getLogger("pingyi.intake")
-
-
-async def _is_public_supervisor(citizen_id: int | None, conn: BaseDBAsyncClient) -> bool:
-    # A 群众监督员's 差评 goes to the supervising unit, as their reports do (read when the case is
-    # opened: an appointment may change during a session).
-    if citizen_id is None:
-        return False
-    appointed = (
-        await Citizen.filter(id=citizen_id)
-        .using_db(conn)
-        .first()
-        .values_list("is_public_supervisor", flat=True)
-    )
-    return bool(appointed)
 
 
 async def _open(services: Services, row: CaseIntake, conn: BaseDBAsyncClient) -> Case:
@@ -52,7 +38,8 @@ async def _open(services: Services, row: CaseIntake, conn: BaseDBAsyncClient) ->
         card_id=rating.card_id,  # type: ignore[attr-defined]
         categories=[],
         description=rating.comment,
-        public_supervisor=await _is_public_supervisor(rating.citizen_id, conn),
+        public_supervisor=row.from_public_supervisor,  # as when it was rated
+        policy=services.profile(row.sla_profile),
         ticket_no=row.ticket_no,
         received_at=row.received_at,
         conn=conn,

@@ -22,6 +22,7 @@ from api.services.outbox import enqueue_sms
 from api.services.recipients import handler_phones, leader_phone, phones_of_accused
 from api.services.routing import handling_unit_for, supervising_unit
 from api.services.timeline import record_event
+from api.sla.policy import SlaPolicy
 from api.texts import STAFF_STATUS, STATUS
 
 REPLY_CLOCKS = (
@@ -58,16 +59,18 @@ async def open_case(
     occurred_at: datetime | None = None,
     location: str = "",
     public_supervisor: bool = False,
+    policy: SlaPolicy | None = None,
     ticket_no: str | None = None,
     received_at: datetime | None = None,
     conn: BaseDBAsyncClient,
 ) -> Case:
-    """``ticket_no`` and ``received_at``: given to the citizen already (a 差评's intake row), else
-    new and now. The clocks run from the time of receipt."""
+    """``policy``, ``ticket_no`` and ``received_at``: those of a 差评 when it was rated (its
+    intake row), else the profile in force, a new number and now. The clocks run from the time
+    of receipt."""
     now = received_at or clock.now()
     officer_unit = await Unit.get(id=officer.unit_id, using_db=conn)
     unit = await handling_unit_for(officer_unit, categories, public_supervisor=public_supervisor)
-    policy = services.policy
+    policy = policy or services.policy
     case = await Case.create(
         ticket_no=ticket_no or new_ticket_no(now),
         kind=kind,

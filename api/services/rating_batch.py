@@ -25,14 +25,15 @@ if TYPE_CHECKING:
 
 _RATE_MANY = """
 SELECT outcome, rating_id, card_ref, officer_ref, last_rated_at
-FROM pingyi_rate_many($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+FROM pingyi_rate_many($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
 """
 
 Waiting = tuple[NewRating, Bursts, "asyncio.Future[Rated]"]
 
 
 async def rate_many(ratings: Sequence[tuple[NewRating, Bursts]]) -> list[Rated]:
-    """One call for ``ratings`` (same settings, so one threshold per rule), answers in order."""
+    """One call for ``ratings`` (same settings: one threshold per rule, one SLA profile),
+    answers in order."""
     first = ratings[0][1]
     values = [
         [r.card_code for r, _ in ratings],
@@ -45,6 +46,7 @@ async def rate_many(ratings: Sequence[tuple[NewRating, Bursts]]) -> list[Rated]:
         [r.created_at for r, _ in ratings],
         [r.window_since for r, _ in ratings],
         [r.ticket_no for r, _ in ratings],
+        ratings[0][0].sla_profile,
         [b.officer_since for _, b in ratings],
         first.officer_threshold,
         first.officer_minutes,

@@ -116,6 +116,7 @@ async def _store(
         comment=body.comment,
         verified=bool(body.encounter_code),  # refused below, all undone, if the code is not valid
         ticket_no=ticket_no,
+        sla_profile=services.policy.name,
         created_at=now,
         window_since=now - window(services),
     )

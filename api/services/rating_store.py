@@ -19,12 +19,12 @@ from datetime import datetime
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
-from api.models import Card, Case, CaseIntake, Evaluation
+from api.models import Card, Case, CaseIntake, Citizen, Evaluation
 
 _RATE = """
 SELECT outcome, rating_id, card_ref, officer_ref, last_rated_at
 FROM pingyi_rate($1, $2, $3, $4::text::jsonb, $5::text::jsonb, $6, $7, $8, $9, $10,
-                 $11, $12, $13, $14, $15, $16)
+                 $11, $12, $13, $14, $15, $16, $17)
 """
 
 
@@ -50,6 +50,7 @@ class NewRating:
     comment: str
     verified: bool
     ticket_no: str | None  # a 差评: the ticket of the follow-up case to open
+    sla_profile: str  # in force now: the 差评's case runs under it
     created_at: datetime
     window_since: datetime  # the citizen's last rating of the card after this refuses it
 
@@ -80,6 +81,7 @@ async def rate_on_postgres(rating: NewRating, bursts: Bursts, *, conn: BaseDBAsy
         rating.created_at,
         rating.window_since,
         rating.ticket_no,
+        rating.sla_profile,
         bursts.officer_since,
         bursts.officer_threshold,
         bursts.officer_minutes,
@@ -138,10 +140,13 @@ async def rate_with_orm(
         using_db=conn,
     )
     if rating.ticket_no is not None:
+        supervisor = await Citizen.filter(id=rating.citizen_id).using_db(conn).first()
         await CaseIntake.create(
             evaluation_id=created.id,
             ticket_no=rating.ticket_no,
             received_at=rating.created_at,
+            sla_profile=rating.sla_profile,
+            from_public_supervisor=bool(supervisor and supervisor.is_public_supervisor),
             using_db=conn,
         )
     rated = Rated("stored", id=created.id, card_id=card.id, officer_id=card.officer_id)
