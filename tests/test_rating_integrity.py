@@ -600,3 +600,18 @@ async def test_the_orm_rules_flag_what_the_sql_flags(
         for ev in await Evaluation.all().order_by("id").using_db(conn):
             await rating_bursts.flag_bursts_orm(services, ev, conn=conn)
     assert await flags() == by_sql
+
+
+async def test_the_next_rating_time_told_is_never_too_early(
+    client: httpx.AsyncClient, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(services.settings, "rating_window_hours", 2)
+    clock.freeze(START + timedelta(milliseconds=400))
+    world = await make_world()
+    citizen = await citizen_token(client)
+    assert (await rate(client, world.card.code, citizen)).status_code == 201
+    clock.advance(timedelta(minutes=30))
+    err = error(await rate(client, world.card.code, citizen), 409, "already_rated")
+    assert err["details"]["next_rating_at"] == "2025-03-03T12:00:01+08:00"
+    clock.freeze(at("2025-03-03 12:00:01"))  # exactly when told
+    assert (await rate(client, world.card.code, citizen)).status_code == 201

@@ -46,6 +46,8 @@ def _when(moment: datetime) -> str:
 
 def already_rated(services: Services, last: datetime, now: datetime) -> Conflict:
     next_at = last + window(services)
+    if next_at.microsecond:  # told in whole seconds: the next whole second, never before it
+        next_at = next_at.replace(microsecond=0) + timedelta(seconds=1)
     hours = f"{services.settings.rating_window_hours:g}"
     wait = max(1, math.ceil((next_at - now).total_seconds()))
     return Conflict(
