@@ -126,7 +126,7 @@ CLAIM_SQL = """
 SELECT id, case_id, clock_id, step FROM escalation_step
 WHERE status = $1 AND due_at <= $2 ORDER BY due_at, id LIMIT $3 FOR UPDATE SKIP LOCKED
 """
-_LOCK_CASES = f"""
+LOCK_CASES_SQL = f"""
 SELECT {", ".join(_CASE_FIELDS)} FROM "case" WHERE id = ANY($1::int[])
 ORDER BY id FOR NO KEY UPDATE SKIP LOCKED
 """
@@ -205,7 +205,7 @@ def lock_free_cases(case_ids: Collection[int], conn: BaseDBAsyncClient) -> Query
     the worker has claimed steps before it gets here. Waiting for the case would be the reverse
     order (a deadlock), so a busy case is skipped: its claimed steps stay pending, the claim ends
     with this transaction, and the next pass fires them against what the staff action left. The
-    worker touches a clock only after its case is locked (``_LOCK_CASES`` is the same on
+    worker touches a clock only after its case is locked (``LOCK_CASES_SQL`` is the same on
     PostgreSQL).
     """
     return (
@@ -235,7 +235,7 @@ async def lock_cases(case_ids: Collection[int], conn: BaseDBAsyncClient) -> dict
     if not db.is_postgres(conn):
         rows = await lock_free_cases(case_ids, conn).values_list(*_CASE_FIELDS)
     else:
-        rows = await _fetch(conn, _LOCK_CASES, [list(case_ids)])
+        rows = await _fetch(conn, LOCK_CASES_SQL, [list(case_ids)])
     return {r[0]: CaseRow(*r) for r in rows}
 
 

@@ -43,6 +43,25 @@ def _wait_for(next_due: datetime | None, poll: float) -> float:
     return min(poll, max((next_due - clock.now()).total_seconds(), 0.0) + 0.005)
 
 
+async def _fire_backlog(services: Services, stop: asyncio.Event) -> None:
+    """Fires a backlog in ``worker_fire_lanes`` passes at a time, each in its own transaction
+    and on its own connection, until each comes back short: while one lane waits for PostgreSQL
+    the next plans its batch, so both cores work (scripts/bench-sla). Lanes claim like workers
+    do — ``SKIP LOCKED`` and conditional updates — so each step still fires once."""
+    batch = services.settings.worker_batch
+
+    async def lane() -> None:
+        while not stop.is_set():
+            try:
+                if (await fire_pass(services, limit=batch)).claimed < batch:
+                    return
+            except Exception:
+                log.exception("firing pass failed; the lane stops")
+                return
+
+    await asyncio.gather(*(lane() for _ in range(services.settings.worker_fire_lanes)))
+
+
 async def _fire_loop(services: Services, stop: asyncio.Event, drained: asyncio.Event) -> None:
     """Fires back to back while a pass takes a full batch (a backlog: the send loops wait, see
     SENDERS_DEFER_SECONDS), else sleeps until the next step falls due or one poll interval."""
@@ -56,6 +75,7 @@ async def _fire_loop(services: Services, stop: asyncio.Event, drained: asyncio.E
             claimed, wait = 0, poll
         if claimed >= batch:
             drained.clear()
+            await _fire_backlog(services, stop)
             continue
         drained.set()
         try:
