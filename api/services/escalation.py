@@ -235,14 +235,20 @@ async def next_due_at(conn: BaseDBAsyncClient | None = None) -> datetime | None:
     return found[0] if found else None
 
 
-async def fire_pass(services: Services, *, limit: int = 200) -> Pass:
+async def fire_pass(
+    services: Services, *, limit: int = 200, on_claim: Callable[[int], None] | None = None
+) -> Pass:
     """Fires the steps due now, oldest first; several workers may run this at once.
 
     One transaction per claimed batch: the common steps (warnings, deadline, province, 通报) in
     a few set-based statements; the rare ones (expiry closes the case) and unknown ones alone.
+    ``on_claim`` learns how many steps were claimed before they are fired (a full claim is a
+    backlog: the worker starts more passes beside this one).
     """
     async with in_transaction() as conn:
         steps = await store.claim(now=clock.now(), limit=limit, conn=conn)
+        if on_claim is not None:
+            on_claim(len(steps))
         fired = await _fire_together(services, [s for s in steps if batched(s)])
         for step in steps:
             if not batched(step):

@@ -18,7 +18,7 @@ from api.models.case import CaseStatus
 from api.models.clock import ClockStatus
 from api.services import escalation_store as store
 from api.services.context import Services
-from api.services.escalation_store import (
+from api.services.escalation_rows import (
     CaseRow,
     ClaimLost,
     ClockRow,
