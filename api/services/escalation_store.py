@@ -13,6 +13,7 @@ import json
 from collections.abc import Collection, Sequence
 from dataclasses import fields
 from datetime import datetime
+from operator import attrgetter
 from typing import Any, cast
 
 from tortoise.backends.base.client import BaseDBAsyncClient
@@ -250,37 +251,28 @@ async def _write_sql(w: Writes, conn: BaseDBAsyncClient) -> None:
     if w.sms:
         await conn.execute_query(_INSERT_SMS, [*_sms_columns(w.sms), w.now])
     if w.events:
-        await conn.execute_query(_INSERT_EVENTS, [*_event_columns(w.events), w.now])
+        await conn.execute_query(_INSERT_EVENTS, [*_columns(w.events, _EVENT_COLUMNS), w.now])
 
 
-def _sms_columns(rows: list[SmsRow]) -> list[list[object]]:
-    params: dict[int, str] = {}  # a step's rows share one dict of values: dumped once
-    for r in rows:
-        if id(r.params) not in params:
-            params[id(r.params)] = json.dumps(r.params, ensure_ascii=False)
-    return [
-        [r.phone for r in rows],
-        [r.template for r in rows],
-        [params[id(r.params)] for r in rows],
-        [r.purpose for r in rows],
-        [r.urgent for r in rows],
-        [r.case_id for r in rows],
-        [r.step_id for r in rows],
-        [r.next_attempt_at for r in rows],
-        [r.out_id for r in rows],
-    ]
+# In the order of _INSERT_SMS and _INSERT_EVENTS.
+_SMS_COLUMNS = "phone template params purpose urgent case_id step_id next_attempt_at out_id"
+_EVENT_COLUMNS = "case_id seq kind public text prev_hash hash"
 
 
-def _event_columns(rows: list[EventRow]) -> list[list[object]]:
-    return [
-        [r.case_id for r in rows],
-        [r.seq for r in rows],
-        [r.kind for r in rows],
-        [r.public for r in rows],
-        [r.text for r in rows],
-        [r.prev_hash for r in rows],
-        [r.hash for r in rows],
-    ]
+def _columns(rows: Sequence[SmsRow | EventRow], names: str) -> list[list[Any]]:
+    """The rows as one array per column, the parameters ``unnest`` takes."""
+    get = attrgetter(*names.split())
+    return [list(column) for column in zip(*map(get, rows), strict=True)]
+
+
+def _sms_columns(rows: list[SmsRow]) -> list[list[Any]]:
+    columns = _columns(rows, _SMS_COLUMNS)
+    dumped: dict[int, str] = {}  # a step's rows share one dict of values: dumped once
+    for values in columns[2]:
+        if id(values) not in dumped:
+            dumped[id(values)] = json.dumps(values, ensure_ascii=False)
+    columns[2] = [dumped[id(values)] for values in columns[2]]
+    return columns
 
 
 async def _mark(ids: list[int], conn: BaseDBAsyncClient, **values: object) -> None:
