@@ -23,6 +23,7 @@ from tortoise.queryset import QuerySet
 from api import db
 from api.models import Case, CaseClock, CaseEvent, EscalationStep, SmsOutbox, StaffUser, Unit
 from api.models.clock import StepStatus
+from api.models.outbox import OutboxStatus
 from api.services.escalation_rows import (
     CaseRow,
     ClaimLost,
@@ -57,7 +58,8 @@ WITH RECURSIVE needed AS (
     SELECT {_UNIT_COLUMNS} FROM unit WHERE id = ANY($1::int[])
     UNION
     SELECT {", ".join(f"u.{c}" for c in _UNIT_FIELDS)} FROM needed n JOIN unit u
-        ON u.id = coalesce(n.supervising_unit_id, n.parent_id) OR u.code = split_part(n.path, '/', 1)
+        ON u.id = coalesce(n.supervising_unit_id, n.parent_id)
+        OR u.code = split_part(n.path, '/', 1)
 )
 SELECT {_UNIT_COLUMNS} FROM needed
 """
@@ -72,12 +74,13 @@ ORDER BY id
 # The conditional update is the exactly-once guarantee, as in escalation._fire: every step of the
 # batch must still be pending (the count says), else the whole batch rolls back to its savepoint.
 # The case rows take their new chain heads and 通报 flags in the same statement.
-_MARK = """
+_MARK = f"""
 WITH marked AS (
     UPDATE escalation_step s
-    SET status = v.status, fired_at = CASE WHEN v.status = 'fired' THEN $3::timestamptz END
+    SET status = v.status,
+        fired_at = CASE WHEN v.status = '{StepStatus.FIRED}' THEN $3::timestamptz END
     FROM unnest($1::int[], $2::varchar[]) AS v(id, status)
-    WHERE s.id = v.id AND s.status = 'pending'
+    WHERE s.id = v.id AND s.status = '{StepStatus.PENDING}'
     RETURNING s.id
 ), breached AS (
     UPDATE case_clock SET breached_at = $3 WHERE id = ANY($4::int[])
@@ -89,11 +92,11 @@ WITH marked AS (
 )
 SELECT count(*) FROM marked
 """
-_INSERT_SMS = """
+_INSERT_SMS = f"""
 INSERT INTO sms_outbox (phone, template, params, purpose, urgent, case_id, step_id,
                         next_attempt_at, out_id, status, attempts, uncertain_attempts, created_at)
 SELECT v.phone, v.template, v.params::jsonb, v.purpose, v.urgent, v.case_id, v.step_id,
-       v.next_attempt_at, v.out_id, 'pending', 0, 0, $10
+       v.next_attempt_at, v.out_id, '{OutboxStatus.PENDING}', 0, 0, $10
 FROM unnest($1::varchar[], $2::varchar[], $3::text[], $4::varchar[], $5::bool[], $6::int[],
             $7::int[], $8::timestamptz[], $9::varchar[])
      AS v(phone, template, params, purpose, urgent, case_id, step_id, next_attempt_at, out_id)
