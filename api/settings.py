@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     # Steps fired per transaction (and SMS sent per pass): larger batches fire a burst faster,
     # at the cost of holding the batch's case rows locked for longer (scripts/bench-sla).
     worker_batch: int = 500
+    # Batches fired at once, each on its own connection, while a backlog lasts (api/workers).
+    worker_fire_lanes: int = 2
     sms_lease_seconds: int = 60
 
     # --- evidence photos (api/services/uploads.py) ---

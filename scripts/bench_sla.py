@@ -6,7 +6,7 @@ Builds a throw-away PostgreSQL database (``pingyi_bench_<pid>_<time>``, this run
 the real thing — ``python -m api.workers`` subprocesses against PostgreSQL, Redis and the local
 Dysmsapi fake:
 
-* the idle cost with every clock pending: the worker's own claim query (``due_steps``) under
+* the idle cost with every clock pending: the worker's own claim query (``escalation_store.CLAIM_SQL``) under
   EXPLAIN (ANALYZE, BUFFERS), custom and generic plan, and one idle ``run_once`` pass;
 * the naive alternative (a full scan of open cases and their clocks on every poll) in the same
   database, its plan and the ratio;
@@ -57,7 +57,8 @@ from api.models.case import CaseStatus
 from api.redis import open_redis
 from api.seed import load_units
 from api.services.context import build_context
-from api.services.escalation import due_steps, fire_due_steps, upcoming_steps
+from api.services.escalation import fire_due_steps, upcoming_steps
+from api.services.escalation_store import CLAIM_SQL
 from api.settings import ROOT, Settings
 from api.workers.runner import run_once
 
@@ -491,8 +492,9 @@ async def explain(
 
 
 def claim_sql(batch: int) -> tuple[str, list[Any]]:
-    """The worker's own claim statement (``due_steps``) with the parameters it binds."""
-    return due_steps(limit=batch).sql(), ["pending", clock.now(), batch]
+    """The worker's own claim statement (``escalation_store.CLAIM_SQL``) with the parameters it
+    binds."""
+    return " ".join(CLAIM_SQL.split()), ["pending", clock.now(), batch]
 
 
 async def explain_claim(conn: asyncpg.Connection, batch: int, runs: int) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from api import clock
 from api.models import Case, CaseClock, CaseEvent, EscalationStep, SmsOutbox
 from api.models.case import CaseStatus
 from api.models.clock import ClockStatus, StepStatus
-from api.services import escalation
+from api.services import escalation, escalation_batch
 from api.services.audit import verify_chain
 from api.services.context import Services
 from api.services.escalation import fire_due_steps
@@ -148,7 +148,7 @@ async def test_a_failing_batch_falls_back_to_one_step_at_a_time(
     def broken(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("poison")
 
-    monkeypatch.setattr(escalation, "_plan_step", broken)
+    monkeypatch.setattr(escalation_batch, "plan_step", broken)
     assert await fire_due_steps(services, limit=200) == CASES * 2
     assert await EscalationStep.filter(status=StepStatus.FIRED).count() == CASES * 2
     rows = await SmsOutbox.filter(step_id__isnull=False)
@@ -161,9 +161,9 @@ async def test_a_lost_claim_undoes_the_batch(services: Services) -> None:
     await _ladder_due(services)
     steps = await escalation.due_steps(limit=200)
     await EscalationStep.filter(id=steps[0].id).update(status=StepStatus.FIRED)  # another worker
-    with pytest.raises(escalation._ClaimLost):
+    with pytest.raises(escalation_batch.ClaimLost):
         async with in_transaction() as conn:
-            await escalation._fire_batch(services, steps, conn)
+            await escalation_batch.fire_batch(services, steps, conn)
     assert await EscalationStep.filter(status=StepStatus.FIRED).count() == 1  # all undone
     assert await fire_due_steps(services, limit=200) == len(steps) - 1
 

@@ -19,6 +19,7 @@ from api.services import citizen_cases
 from api.services.calendar_alert import year_known
 from api.services.context import Services
 from api.services.escalation import due_steps
+from api.services.escalation_store import CLAIM_SQL, LOCK_CASES_SQL
 from api.settings import ROOT
 from tests.conftest import REDIS_PREFIX, REDIS_URL, SMS_KEY, SMS_SECRET
 from tests.support import at, clone_case, file_cases, make_world
@@ -65,6 +66,9 @@ async def _settled() -> bool:
 async def test_claim_query_skips_locked_rows(clean_db: str) -> None:
     sql = due_steps(limit=10).sql()
     assert "FOR UPDATE SKIP LOCKED" in sql and "ORDER BY" in sql
+    # What the worker sends on PostgreSQL, and its case locks: neither waits for a holder.
+    assert "FOR UPDATE SKIP LOCKED" in CLAIM_SQL and "ORDER BY due_at, id" in CLAIM_SQL
+    assert "ORDER BY id FOR NO KEY UPDATE SKIP LOCKED" in " ".join(LOCK_CASES_SQL.split())
 
 
 async def test_two_workers_fire_each_step_once(

@@ -4,47 +4,30 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 from tortoise.backends.base.client import BaseDBAsyncClient
-from tortoise.expressions import Q
 from tortoise.queryset import QuerySet
 from tortoise.transactions import in_transaction
 
 from api import clock
-from api.db import column, insert_rows
-from api.integrations.sms import clamp_params
-from api.models import Case, CaseClock, EscalationStep, SmsOutbox, StaffUser, Unit
-from api.models.case import CaseStatus
-from api.models.clock import ClockStatus, StepStatus
+from api.db import column
+from api.models import Case, CaseClock, EscalationStep, Unit
+from api.models.clock import StepStatus
+from api.services import escalation_store as store
 from api.services import lifecycle
 from api.services.context import Services
-from api.services.outbox import after_quiet_hours, enqueue_sms, new_out_id
-from api.services.recipients import (
-    HANDLER_ROLES,
-    accused_phones,
-    handler_phones,
-    leader_phone,
-    phones_of_accused,
-)
+from api.services.escalation_batch import ClaimedStep, batched, fire_batch, is_live, sms_params
+from api.services.outbox import enqueue_sms
+from api.services.recipients import handler_phones, leader_phone, phones_of_accused
 from api.services.routing import province_unit, supervising_unit
-from api.services.timeline import NewEvent, record_event, record_events
+from api.services.timeline import record_event
 from api.texts import CLOCKS
 
 log = logging.getLogger("pingyi.escalation")
 
-Action = Callable[[Services, Case, CaseClock, EscalationStep, BaseDBAsyncClient], Awaitable[None]]
-
-
-def _sms_params(case: Case, clk: CaseClock, unit: Unit) -> dict[str, object]:
-    due = clock.to_china(clk.due_at)
-    return {
-        "ticket": case.ticket_no,
-        "clock": CLOCKS.get(clk.kind, clk.kind),
-        "due": f"{due:%m月%d日%H:%M}",
-        "unit": unit.name,
-    }
+Action = Callable[[Services, Case, CaseClock, ClaimedStep, BaseDBAsyncClient], Awaitable[None]]
 
 
 async def _notify(
@@ -54,7 +37,7 @@ async def _notify(
     template: str,
     case: Case,
     clk: CaseClock,
-    step: EscalationStep,
+    step: ClaimedStep,
     unit: Unit,
     conn: BaseDBAsyncClient,
 ) -> None:
@@ -63,7 +46,9 @@ async def _notify(
             services,
             phone=phone,
             template=template,
-            params=_sms_params(case, clk, unit),
+            params=sms_params(
+                ticket_no=case.ticket_no, clock_kind=clk.kind, due_at=clk.due_at, unit=unit.name
+            ),
             purpose=f"{clk.kind}:{step.step}",
             urgent=case.urgency == "urgent",
             policy=services.profile(case.sla_profile),
@@ -74,7 +59,7 @@ async def _notify(
 
 
 async def _warn(
-    services: Services, case: Case, clk: CaseClock, step: EscalationStep, conn: BaseDBAsyncClient
+    services: Services, case: Case, clk: CaseClock, step: ClaimedStep, conn: BaseDBAsyncClient
 ) -> None:
     if clock.now() >= clk.due_at:
         return  # a late warning (worker was down) is superseded by the deadline's own SMS
@@ -103,7 +88,7 @@ async def _warn(
 
 
 async def _due(
-    services: Services, case: Case, clk: CaseClock, step: EscalationStep, conn: BaseDBAsyncClient
+    services: Services, case: Case, clk: CaseClock, step: ClaimedStep, conn: BaseDBAsyncClient
 ) -> None:
     unit = await Unit.get(id=case.handling_unit_id, using_db=conn)
     above = await supervising_unit(unit)
@@ -131,7 +116,7 @@ async def _due(
 
 
 async def _province(
-    services: Services, case: Case, clk: CaseClock, step: EscalationStep, conn: BaseDBAsyncClient
+    services: Services, case: Case, clk: CaseClock, step: ClaimedStep, conn: BaseDBAsyncClient
 ) -> None:
     unit = await Unit.get(id=case.handling_unit_id, using_db=conn)
     province = await province_unit(unit)
@@ -150,7 +135,7 @@ async def _province(
 
 
 async def _criticism(
-    services: Services, case: Case, clk: CaseClock, step: EscalationStep, conn: BaseDBAsyncClient
+    services: Services, case: Case, clk: CaseClock, step: ClaimedStep, conn: BaseDBAsyncClient
 ) -> None:
     case.criticism_flag = True
     await case.save(using_db=conn, update_fields=["criticism_flag"])
@@ -160,7 +145,7 @@ async def _criticism(
 
 
 async def _expire(
-    services: Services, case: Case, clk: CaseClock, step: EscalationStep, conn: BaseDBAsyncClient
+    services: Services, case: Case, clk: CaseClock, step: ClaimedStep, conn: BaseDBAsyncClient
 ) -> None:
     await lifecycle.close_case(
         case, reason="not_rated", event="closed_unrated", conn=conn, services=services
@@ -175,32 +160,13 @@ def _action(step_name: str) -> Action:
     ]
 
 
-def _lock_free_cases(case_ids: set[int], conn: BaseDBAsyncClient) -> QuerySet[Case]:
-    """The cases no one else holds, locked in id order; a case a staff action holds is skipped.
-
-    Lock order: a staff action locks its case, then changes the case's pending steps; the worker
-    has claimed steps before it gets here. Waiting for the case would be the reverse order (a
-    deadlock), so a busy case is skipped: its claimed steps stay pending, the claim ends with this
-    transaction, and the next pass fires them against what the staff action left.
-    """
-    return (
-        Case.filter(id__in=case_ids)
-        .order_by("id")
-        .select_for_update(skip_locked=True, no_key=True)
-        .using_db(conn)
-    )
-
-
-async def _fire(services: Services, step: EscalationStep, conn: BaseDBAsyncClient) -> bool:
+async def _fire(services: Services, step: ClaimedStep, conn: BaseDBAsyncClient) -> bool:
     now = clock.now()
-    case = await _lock_free_cases({step.case_id}, conn).first()
+    case = await store.lock_free_cases({step.case_id}, conn).first()
     if case is None:
         return False  # a staff action holds the case: the next pass
     clk = await CaseClock.get(id=step.clock_id, using_db=conn)
-    # The 回访 clock runs after closing: every other clock dies with the case.
-    live = clk.status == ClockStatus.RUNNING and (
-        case.status != CaseStatus.CLOSED or clk.kind == "revisit"
-    )
+    live = is_live(case_status=case.status, clock_status=clk.status, clock_kind=clk.kind)
     # The conditional update is the exactly-once guarantee: a second claimant updates no row.
     claimed = (
         await EscalationStep.filter(id=step.id, status=StepStatus.PENDING)
@@ -218,15 +184,10 @@ async def _fire(services: Services, step: EscalationStep, conn: BaseDBAsyncClien
 
 def due_steps(*, limit: int) -> QuerySet[EscalationStep]:
     """Due steps, oldest first, skipping rows another worker holds (PostgreSQL row locks)."""
-    return (
-        EscalationStep.filter(status=StepStatus.PENDING, due_at__lte=clock.now())
-        .order_by("due_at", "id")
-        .limit(limit)
-        .select_for_update(skip_locked=True)
-    )
+    return store.due_steps(now=clock.now(), limit=limit)
 
 
-async def _fire_alone(services: Services, step: EscalationStep) -> bool:
+async def _fire_alone(services: Services, step: ClaimedStep) -> bool:
     """One step under a savepoint: a step that cannot fire (bad data, a step name from a newer
     release) is logged and left pending, and must not hold back the steps due after it."""
     try:
@@ -237,263 +198,14 @@ async def _fire_alone(services: Services, step: EscalationStep) -> bool:
         return False
 
 
-# --- the batch path: one claimed batch in a few set-based statements ---------------------------
-
-BATCHED = frozenset({"due", "province", "criticism"})  # and every warn_*; the rest go one by one
-
-
-def _batched(step: EscalationStep) -> bool:
-    return step.step.startswith("warn_") or step.step in BATCHED
-
-
-@dataclass
-class _Batch:
-    """What one batch writes, gathered in claim order before anything is written."""
-
-    now: datetime
-    fired: list[int] = field(default_factory=list)
-    cancelled: list[int] = field(default_factory=list)
-    breached_clocks: list[int] = field(default_factory=list)
-    criticised_cases: list[int] = field(default_factory=list)
-    sms: list[dict[str, object]] = field(default_factory=list)  # outbox rows (insert_rows)
-    events: list[NewEvent] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class _Units:
-    by_id: dict[int, Unit]
-    by_code: dict[str, Unit]
-
-    def supervising(self, unit: Unit) -> Unit:  # as routing.supervising_unit
-        above = unit.supervising_unit_id or unit.parent_id
-        return self.by_id[above] if above is not None else unit
-
-    def province(self, unit: Unit) -> Unit:  # as routing.province_unit
-        return self.by_code[unit.path.split("/", 1)[0]]
-
-    def leader(self, unit: Unit, accused: set[str]) -> str:  # as recipients.leader_phone
-        seen = {unit.id}
-        while unit.leader_phone and unit.leader_phone in accused:
-            unit = self.supervising(unit)
-            if unit.id in seen:
-                return ""
-            seen.add(unit.id)
-        return unit.leader_phone or ""
-
-
-async def _load_units(cases: Sequence[Case], conn: BaseDBAsyncClient) -> _Units:
-    """The handling units of the cases, every unit above them (a leader who is the accused
-    officer hands the notice up) and their provinces: a query per level."""
-    units = await Unit.filter(id__in={c.handling_unit_id for c in cases}).using_db(conn)
-    by_id = {u.id: u for u in units}
-    roots = {u.path.split("/", 1)[0] for u in units}
-    while True:
-        above = {u.supervising_unit_id or u.parent_id for u in by_id.values()} - {None}
-        codes = roots - {u.code for u in by_id.values()}
-        missing = above - by_id.keys()
-        if not missing and not codes:
-            break
-        found = await Unit.filter(Q(id__in=missing) | Q(code__in=codes)).using_db(conn)
-        by_id |= {u.id: u for u in found}
-    return _Units(by_id, {u.code: u for u in by_id.values()})
-
-
-async def _handler_phones(
-    cases: Sequence[Case], accused: dict[int, set[str]], conn: BaseDBAsyncClient
-) -> dict[int, list[str]]:
-    """recipients.handler_phones for several cases in one query: per case, the active handlers
-    of its unit — never the accused officer's own staff account or phone."""
-    rows = await (
-        StaffUser.filter(
-            unit_id__in={c.handling_unit_id for c in cases},
-            role__in=HANDLER_ROLES,
-            is_active=True,
-            phone__isnull=False,
-        )
-        .using_db(conn)
-        .order_by("id")
-        .values("unit_id", "officer_id", "phone")
-    )
-    return {
-        case.id: [
-            r["phone"]
-            for r in rows
-            if r["unit_id"] == case.handling_unit_id
-            and r["officer_id"] != case.officer_id
-            and r["phone"] not in accused[case.officer_id]
-        ]
-        for case in cases
-    }
-
-
-def _sms_rows(
-    services: Services,
-    batch: _Batch,
-    phones: list[str],
-    *,
-    template: str,
-    case: Case,
-    clk: CaseClock,
-    step: EscalationStep,
-    unit: Unit,
-) -> None:
-    """The outbox rows enqueue_sms would write, one per distinct phone."""
-    now = batch.now
-    urgent = case.urgency == "urgent"
-    # Quiet hours of the case's own profile (a case keeps the profile it was opened under).
-    quiet = services.profile(case.sla_profile).quiet_hours
-    send_at = now if urgent else after_quiet_hours(now, quiet)
-    params = clamp_params(_sms_params(case, clk, unit))
-    for phone in dict.fromkeys(p for p in phones if p):
-        batch.sms.append(
-            {
-                "phone": phone,
-                "template": template,
-                "params": params,
-                "purpose": f"{clk.kind}:{step.step}",
-                "urgent": urgent,
-                "case_id": case.id,
-                "step_id": step.id,
-                "next_attempt_at": send_at,
-                "out_id": new_out_id(),
-                "created_at": now,
-            }
-        )
-
-
-def _plan_step(
-    services: Services,
-    batch: _Batch,
-    step: EscalationStep,
-    *,
-    case: Case,
-    clk: CaseClock,
-    units: _Units,
-    handlers: dict[int, list[str]],
-    accused: set[str],
-) -> None:
-    """The batch form of the actions above (_warn, _due, _province, _criticism): same rules."""
-    unit = units.by_id[case.handling_unit_id]
-    name = CLOCKS.get(clk.kind, clk.kind)
-    template, phones = "", list[str]()
-    if step.step.startswith("warn_"):
-        if batch.now >= clk.due_at:
-            return  # a late warning is superseded by the deadline's own SMS
-        template, phones = "sla_warning", handlers[case.id]
-        percent = step.step.removeprefix("warn_")
-        values = {"clock": name, "percent": percent}
-        event = NewEvent(case, "sla_warning", public=False, text_values=values)
-    elif step.step == "due":
-        batch.breached_clocks.append(clk.id)
-        template = "sla_overdue"
-        phones = [units.leader(unit, accused), units.leader(units.supervising(unit), accused)]
-        event = NewEvent(case, "sla_overdue", text_values={"clock": name, "unit": unit.name})
-    elif step.step == "province":
-        template, phones = "province_supervise", [units.leader(units.province(unit), accused)]
-        event = NewEvent(case, "province_supervise", text_values={"clock": name})
-    else:  # criticism
-        batch.criticised_cases.append(case.id)
-        event = NewEvent(case, "criticism", public=False, text_values={"clock": name})
-    if template:
-        _sms_rows(
-            services, batch, phones, template=template, case=case, clk=clk, step=step, unit=unit
-        )
-    batch.events.append(event)
-
-
-class _ClaimLost(Exception):
-    """A claimed step was no longer pending: the batch is undone and its steps fired one by one."""
-
-
-async def _mark(ids: list[int], conn: BaseDBAsyncClient, **values: object) -> None:
-    # The conditional update is the exactly-once guarantee, as in _fire: every step of the batch
-    # must still be pending, else the whole batch rolls back to its savepoint.
-    if ids:
-        done = (
-            await EscalationStep.filter(id__in=ids, status=StepStatus.PENDING)
-            .using_db(conn)
-            .update(**values)
-        )
-        if done != len(ids):
-            raise _ClaimLost(f"{len(ids) - done} of {len(ids)} steps no longer pending")
-
-
-async def _write(batch: _Batch, conn: BaseDBAsyncClient) -> None:
-    await _mark(batch.fired, conn, status=StepStatus.FIRED, fired_at=batch.now)
-    await _mark(batch.cancelled, conn, status=StepStatus.CANCELLED, fired_at=None)
-    if batch.breached_clocks:
-        clocks = CaseClock.filter(id__in=batch.breached_clocks).using_db(conn)
-        await clocks.update(breached_at=batch.now)
-    if batch.criticised_cases:
-        await Case.filter(id__in=batch.criticised_cases).using_db(conn).update(criticism_flag=True)
-    await insert_rows(SmsOutbox, batch.sms, conn)
-    await record_events(batch.events, conn=conn, cases_locked=True)  # by _fire_batch
-
-
-# What firing reads of a case: not its texts (description, replies), which a burst would drag in.
-_CASE_FIELDS = (
-    "id",
-    "ticket_no",
-    "status",
-    "urgency",
-    "sla_profile",
-    "handling_unit_id",
-    "officer_id",
-)
-
-
-async def _fire_batch(
-    services: Services, steps: Sequence[EscalationStep], conn: BaseDBAsyncClient
-) -> int:
-    """Fires claimed steps together. Their cases are locked first, in id order, skipping those a
-    staff action holds (see _lock_free_cases): their steps wait for the next pass."""
-    batch = _Batch(now=clock.now())
-    locked = _lock_free_cases({s.case_id for s in steps}, conn).only(*_CASE_FIELDS)
-    cases = {c.id: c for c in await locked}
-    steps = [s for s in steps if s.case_id in cases]
-    if not steps:
-        return 0
-    clock_rows = await CaseClock.filter(id__in={s.clock_id for s in steps}).using_db(conn)
-    clocks = {k.id: k for k in clock_rows}
-    live = [
-        s
-        for s in steps
-        if clocks[s.clock_id].status == ClockStatus.RUNNING
-        and (cases[s.case_id].status != CaseStatus.CLOSED or clocks[s.clock_id].kind == "revisit")
-    ]
-    batch.fired = [s.id for s in live]
-    fired = set(batch.fired)
-    batch.cancelled = [s.id for s in steps if s.id not in fired]
-    live_cases = [cases[i] for i in dict.fromkeys(s.case_id for s in live)]
-    if live_cases:
-        units = await _load_units(live_cases, conn)
-        accused = await accused_phones({c.officer_id for c in live_cases}, conn=conn)
-        warned = [cases[i] for i in dict.fromkeys(s.case_id for s in live if s.step[:5] == "warn_")]
-        handlers = await _handler_phones(warned, accused, conn) if warned else {}
-        for step in live:
-            case, clk = cases[step.case_id], clocks[step.clock_id]
-            _plan_step(
-                services,
-                batch,
-                step,
-                case=case,
-                clk=clk,
-                units=units,
-                handlers=handlers,
-                accused=accused[case.officer_id],
-            )
-    await _write(batch, conn)
-    return len(batch.fired)
-
-
-async def _fire_together(services: Services, steps: list[EscalationStep]) -> int:
+async def _fire_together(services: Services, steps: Sequence[ClaimedStep]) -> int:
     """The batch under a savepoint; if it fails, each step alone, so one poison step cannot
     hold back the others."""
     if not steps:
         return 0
     try:
         async with in_transaction() as savepoint:  # nested in the caller's: a savepoint
-            return await _fire_batch(services, steps, savepoint)
+            return await fire_batch(services, steps, savepoint)
     except Exception:
         log.exception("batch of %d escalation steps failed; firing them one by one", len(steps))
     fired = 0
@@ -523,17 +235,23 @@ async def next_due_at(conn: BaseDBAsyncClient | None = None) -> datetime | None:
     return found[0] if found else None
 
 
-async def fire_pass(services: Services, *, limit: int = 200) -> Pass:
+async def fire_pass(
+    services: Services, *, limit: int = 200, on_claim: Callable[[int], None] | None = None
+) -> Pass:
     """Fires the steps due now, oldest first; several workers may run this at once.
 
     One transaction per claimed batch: the common steps (warnings, deadline, province, 通报) in
     a few set-based statements; the rare ones (expiry closes the case) and unknown ones alone.
+    ``on_claim`` learns how many steps were claimed before they are fired (a full claim is a
+    backlog: the worker starts more passes beside this one).
     """
     async with in_transaction() as conn:
-        steps = await due_steps(limit=limit).using_db(conn)
-        fired = await _fire_together(services, [s for s in steps if _batched(s)])
+        steps = await store.claim(now=clock.now(), limit=limit, conn=conn)
+        if on_claim is not None:
+            on_claim(len(steps))
+        fired = await _fire_together(services, [s for s in steps if batched(s)])
         for step in steps:
-            if not _batched(step):
+            if not batched(step):
                 fired += await _fire_alone(services, step)
     if fired:
         log.info("fired %d escalation steps", fired)

@@ -3,7 +3,7 @@ by the worker (``api.workers.sms_sender``), which decides about every resend."""
 
 from __future__ import annotations
 
-import uuid
+import secrets
 from datetime import datetime, timedelta
 
 from api import clock
@@ -26,7 +26,8 @@ def after_quiet_hours(at: datetime, quiet: QuietHours) -> datetime:
 
 
 def new_out_id() -> str:
-    return f"py{uuid.uuid4().hex[:24]}"
+    """A fresh ``OutId``: 96 random bits (a burst makes 20,000 of them at once)."""
+    return f"py{secrets.token_hex(12)}"
 
 
 async def enqueue_sms(

@@ -10,6 +10,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from tortoise.queryset import QuerySet
@@ -32,26 +33,58 @@ def canonical_json(value: Any) -> str:
     )
 
 
-def canonical_entry(event: CaseEvent) -> str:
+def entry_content(
+    *,
+    case_id: int,
+    seq: int,
+    kind: str,
+    actor: str,
+    staff_id: int | None,
+    public: bool,
+    text: str,
+    data: dict[str, Any],
+    created_at: datetime,
+    prev_hash: str,
+) -> dict[str, Any]:
     """What an entry's hash covers: its content, its place in the case and the entry before it."""
+    return {
+        "case_id": case_id,
+        "seq": seq,
+        "kind": kind,
+        "actor": actor,
+        "staff_id": staff_id,
+        "public": public,
+        "text": text,
+        "data": data,
+        "created_at": clock.to_china(created_at).isoformat(timespec="microseconds"),
+        "prev_hash": prev_hash,
+    }
+
+
+def canonical_entry(event: CaseEvent) -> str:
     return canonical_json(
-        {
-            "case_id": event.case_id,
-            "seq": event.seq,
-            "kind": event.kind,
-            "actor": event.actor,
-            "staff_id": event.staff_id,
-            "public": event.public,
-            "text": event.text,
-            "data": event.data,
-            "created_at": clock.to_china(event.created_at).isoformat(timespec="microseconds"),
-            "prev_hash": event.prev_hash,
-        }
+        entry_content(
+            case_id=event.case_id,
+            seq=event.seq,
+            kind=event.kind,
+            actor=event.actor,
+            staff_id=event.staff_id,
+            public=event.public,
+            text=event.text,
+            data=event.data,
+            created_at=event.created_at,
+            prev_hash=event.prev_hash,
+        )
     )
 
 
 def entry_hash(event: CaseEvent) -> str:
     return hashlib.sha256(canonical_entry(event).encode("utf-8")).hexdigest()
+
+
+def content_hash(content: dict[str, Any]) -> str:
+    """The hash of an entry given as ``entry_content`` (writers that build no model instance)."""
+    return hashlib.sha256(canonical_json(content).encode("utf-8")).hexdigest()
 
 
 def _stored_data(data: dict[str, Any] | None) -> dict[str, Any]:
@@ -136,12 +169,12 @@ async def record_event(
     )
     event.hash = entry_hash(event)
     await event.save(using_db=conn)
-    await _anchor({case.id: (event.seq, event.hash)}, conn)
+    await anchor_heads({case.id: (event.seq, event.hash)}, conn)
     case.audit_seq, case.audit_hash = event.seq, event.hash
     return event
 
 
-async def _anchor(heads: dict[int, tuple[int, str]], conn: Conn) -> None:
+async def anchor_heads(heads: dict[int, tuple[int, str]], conn: Conn) -> None:
     """Stores each case's new chain head on its row, in the entries' transaction: one statement.
 
     The values are integers and hex digests, so they are inlined (PostgreSQL and SQLite alike).
@@ -240,7 +273,7 @@ async def record_events(
         heads[new.case.id] = (event.seq, event.hash)
         rows.append(event)
     await CaseEvent.bulk_create(rows, using_db=conn)
-    await _anchor({e.case_id: (e.seq, e.hash) for e in rows}, conn)
+    await anchor_heads({e.case_id: (e.seq, e.hash) for e in rows}, conn)
     for new in events:
         new.case.audit_seq, new.case.audit_hash = heads[new.case.id]
     return rows

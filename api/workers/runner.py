@@ -11,6 +11,7 @@ not at the pace of the SMS provider, and a slow or throttled provider never dela
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import signal
 from collections.abc import Awaitable, Callable
@@ -44,19 +45,57 @@ def _wait_for(next_due: datetime | None, poll: float) -> float:
     return min(poll, max((next_due - clock.now()).total_seconds(), 0.0) + 0.005)
 
 
+class _Lanes:
+    """The extra lanes of a backlog. A pass whose claim comes back full starts them at once,
+    before it fires its own batch; each fires passes back to back until one comes back short,
+    in its own transaction on its own connection (a context of its own, so not nested in the
+    claiming pass's transaction). While one lane waits for PostgreSQL another plans its batch,
+    so both cores work (scripts/bench-sla); lanes claim as workers do (``SKIP LOCKED``,
+    conditional updates), so each step still fires once."""
+
+    def __init__(self, services: Services, stop: asyncio.Event) -> None:
+        self.services, self.stop = services, stop
+        self.tasks: list[asyncio.Task[None]] = []
+
+    def claimed(self, count: int) -> None:
+        if count >= self.services.settings.worker_batch and not self.tasks:
+            extra = range(self.services.settings.worker_fire_lanes - 1)
+            self.tasks = [
+                asyncio.create_task(self.run(), context=contextvars.Context()) for _ in extra
+            ]
+
+    async def run(self) -> None:
+        batch = self.services.settings.worker_batch
+        while not self.stop.is_set():
+            try:
+                if (await fire_pass(self.services, limit=batch)).claimed < batch:
+                    return
+            except Exception:
+                log.exception("firing pass failed; the lane stops")
+                return
+
+    async def join(self) -> None:
+        await asyncio.gather(*self.tasks)
+
+
 async def _fire_loop(services: Services, stop: asyncio.Event, drained: asyncio.Event) -> None:
-    """Fires back to back while a pass takes a full batch (a backlog: the send loops wait, see
-    SENDERS_DEFER_SECONDS), else sleeps until the next step falls due or one poll interval."""
+    """Fires back to back while a pass takes a full batch (a backlog, fired in lanes: the send
+    loops wait, see SENDERS_DEFER_SECONDS), else sleeps until the next step falls due or one poll
+    interval."""
     poll, batch = services.settings.worker_poll_seconds, services.settings.worker_batch
     while not stop.is_set():
+        lanes = _Lanes(services, stop)
         try:
-            done = await fire_pass(services, limit=batch)
+            done = await fire_pass(services, limit=batch, on_claim=lanes.claimed)
             claimed, wait = done.claimed, _wait_for(done.next_due, poll)
         except Exception:
             log.exception("firing pass failed; retrying after the poll interval")
             claimed, wait = 0, poll
         if claimed >= batch:
             drained.clear()
+            await lanes.run()  # this lane goes on with the backlog too
+        await lanes.join()
+        if claimed >= batch:
             continue
         drained.set()
         try:
