@@ -359,6 +359,8 @@ class WrkResult:
     latency_avg_ms: float
     server_cpu: float  # share of one core over the run
     wrk_cpu: float
+    postgres_cpu: float  # every PostgreSQL process of the machine, share of one core
+    redis_cpu: float
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -367,6 +369,20 @@ class WrkResult:
 def _ms(text: str) -> float:
     value, unit = re.match(r"([\d.]+)(\w+)", text).groups()  # type: ignore[union-attr]
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+
+def service_cpu_seconds() -> dict[str, float]:
+    """CPU seconds used so far by the machine's PostgreSQL and Redis processes (ended backends
+    are not counted: wrk keeps the app's pool connections open for the whole run)."""
+    totals = {"postgres": 0.0, "redis": 0.0}
+    for proc in psutil.process_iter(["name"]):
+        name = proc.info["name"] or ""
+        kind = "postgres" if name.startswith("postgres") else "redis" if "redis" in name else None
+        if kind is None:
+            continue
+        with suppress(psutil.Error):
+            totals[kind] += sum(proc.cpu_times()[:2])
+    return totals
 
 
 def run_wrk(opts: Options, server: Server, url: str, script: Path | None) -> WrkResult:
@@ -381,6 +397,7 @@ def run_wrk(opts: Options, server: Server, url: str, script: Path | None) -> Wrk
     cmd.append(url)
     target = psutil.Process(server.proc.pid)
     before = sum(target.cpu_times()[:2])
+    services_before = service_cpu_seconds()
     started = time.perf_counter()
     proc = psutil.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     wrk_cpu = 0.0
@@ -392,6 +409,8 @@ def run_wrk(opts: Options, server: Server, url: str, script: Path | None) -> Wrk
     out = proc.stdout.read().decode() if proc.stdout else ""
     elapsed = time.perf_counter() - started
     server_cpu = (sum(target.cpu_times()[:2]) - before) / elapsed
+    services_after = service_cpu_seconds()
+    services = {k: (services_after[k] - services_before[k]) / elapsed for k in services_after}
     if proc.returncode != 0 or "Requests/sec" not in out:
         raise RuntimeError(f"wrk failed: {out}")
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
@@ -404,6 +423,8 @@ def run_wrk(opts: Options, server: Server, url: str, script: Path | None) -> Wrk
         latency_avg_ms=_ms(re.search(r"Latency\s+(\S+)", out).group(1)),  # type: ignore[union-attr]
         server_cpu=round(server_cpu, 2),
         wrk_cpu=round(wrk_cpu / elapsed, 2),
+        postgres_cpu=round(max(0.0, services["postgres"]), 2),
+        redis_cpu=round(max(0.0, services["redis"]), 2),
     )
 
 
@@ -796,7 +817,10 @@ def report_lines(r: dict[str, Any]) -> list[str]:
             f"{row['bare']['server_cpu']:.2f}, wrk {row['bare']['wrk_cpu']:.2f}) · GET card "
             f"{row['get_card']['rps']:7.0f} (CPU {row['get_card']['server_cpu']:.2f}) · POST "
             f"evaluation {row['post_evaluation']['rps']:6.0f} (CPU "
-            f"{row['post_evaluation']['server_cpu']:.2f}, non-2xx {row['post_evaluation']['non_2xx']})"
+            f"{row['post_evaluation']['server_cpu']:.2f}, PostgreSQL "
+            f"{row['post_evaluation'].get('postgres_cpu', 0):.2f}, Redis "
+            f"{row['post_evaluation'].get('redis_cpu', 0):.2f}, wrk "
+            f"{row['post_evaluation']['wrk_cpu']:.2f}, non-2xx {row['post_evaluation']['non_2xx']})"
         )
     lines += [
         f"  bare JSON endpoint        {s['bare_rps']:8.0f} req/s",
