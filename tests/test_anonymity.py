@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 
 from api import clock
 from api.models import Case, CaseClock, SmsOutbox
@@ -11,6 +12,7 @@ from api.models.outbox import OutboxStatus
 from api.services.audit import verify_chain
 from api.services.context import Services
 from api.services.outbox import enqueue_sms
+from api.services.redaction import without_numbers
 from tests.support import at, citizen_token, make_world, staff_token
 
 PHONE = "13812348000"
@@ -143,3 +145,21 @@ async def test_named_phone_is_full_for_the_handler_only(
     assert (await client.get(f"{STAFF_URL}/{ticket}", headers=officer)).status_code == 404
     inbox = (await client.get(STAFF_URL, headers=officer)).json()
     assert ticket not in str(inbox)
+
+
+@pytest.mark.parametrize(
+    ("written", "shown"),
+    [
+        ("请回电 139 1234 5678", "请回电 （已隐去）"),
+        ("或139-1234-5678。", "或（已隐去）。"),
+        ("电话：１３９－１２３４－５６７８", "电话：（已隐去）"),
+        ("+86 138 0013 8000 / 0086-13800138000", "（已隐去） / （已隐去）"),
+        ("masked 138****8000", "masked （已隐去）"),
+        ("座机0731-88886666或(0731) 8888 6666", "座机（已隐去）或（已隐去）"),
+        # Not phone numbers: ticket numbers, dates, times, amounts and the 12328 hotline stay.
+        ("案件PY26120460967860", "案件PY26120460967860"),
+        ("2026-12-04 13:45 罚款200元，拨打12328", "2026-12-04 13:45 罚款200元，拨打12328"),
+    ],
+)
+def test_numbers_are_withheld_however_they_were_typed(written: str, shown: str) -> None:
+    assert without_numbers(written) == shown

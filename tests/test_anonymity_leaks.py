@@ -42,6 +42,8 @@ from tests.test_uploads import GPS_IFD, _saved, revealing_exif, two_tone, upload
 
 PHONE = "13812348000"
 MASKED = "138****8000"
+# The same number as people type it: spaced, dashed, full-width, with the country code.
+TYPED = ("138 1234 8000", "138-1234-8000", "１３８１２３４８０００", "+86 138 1234 8000")
 LOCATION = "芙蓉中路二段188号门口"
 SERIAL = "SN-998877"  # in tests.test_uploads.revealing_exif, with Xiaomi / Mi 11 and GPS
 DEVICE = ("Xiaomi", "Mi 11")
@@ -309,7 +311,8 @@ async def _setup(scene: Scene, wechat: FakeWeChatServer) -> None:
         phone=PHONE,
         location=LOCATION,
         photos=[photo],
-        description=f"执法人员态度恶劣，多罚少开。我在{LOCATION}被拦，电话{PHONE}。",
+        description=f"执法人员态度恶劣，多罚少开。我在{LOCATION}被拦，电话{PHONE}，"
+        f"或{'、'.join(TYPED)}。",
     )
     # 2. Named, handled (the handler saw the number, wrote it down), then made anonymous.
     second = await _photo(scene, reporter)
@@ -322,7 +325,13 @@ async def _setup(scene: Scene, wechat: FakeWeChatServer) -> None:
         )
     ).json()
     assert seen["reporter"]["phone"] == PHONE  # before the switch, the handler saw it
-    await _act(scene, "county-430102", switched, "contact", {"outcome": f"已致电{PHONE}核实"})
+    await _act(
+        scene,
+        "county-430102",
+        switched,
+        "contact",
+        {"outcome": f"已致电{PHONE}核实，备用号码{TYPED[0]}、{TYPED[2]}"},
+    )
     await _act(scene, "county-430102", switched, "notes", {"text": f"举报人{MASKED}，在{LOCATION}"})
     res = await scene.client.post(
         f"/api/v1/complaints/{switched}/anonymity", json={"anonymous": True}, headers=reporter
@@ -364,6 +373,7 @@ def _forbidden(identity: dict[str, str]) -> dict[str, str]:
         "unionid": identity["unionid"],
         "phone": PHONE,
         "masked phone": MASKED,
+        **{f"phone typed as {t!r}": t for t in TYPED},
         "location": LOCATION,
         "device serial": SERIAL,
         **{f"device {d}": d for d in DEVICE},

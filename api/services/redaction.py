@@ -12,8 +12,18 @@ from typing import Any
 from api.models import Case, Citizen
 
 WITHHELD = "（已隐去）"
-# Mainland mobile numbers, in full or masked as 138****8000.
-_MOBILE = re.compile(r"(?<![0-9A-Za-z])1[3-9]\d(?:\d{4}|\*{4})\d{4}(?![0-9A-Za-z])")
+# Phone numbers as people type them, looked for in a folded copy of the text: full-width digits,
+# signs and spaces read as ASCII, one character for one, so a match there is the same span here.
+_FOLD = str.maketrans("０１２３４５６７８９＋－—–‐（）＊　", "0123456789+----()* ")
+_GAP = r"[ \t\-.]?"  # one space, dash or dot between digit groups: 139 1234 5678, 139-1234-5678
+# Mainland mobile numbers, in full or masked as 138****8000, with or without +86 / 0086.
+_MOBILE = re.compile(
+    rf"(?<![0-9A-Za-z])(?:(?:\+|00)86{_GAP})?1{_GAP}[3-9](?:{_GAP}[0-9*]){{9}}(?![0-9A-Za-z])"
+)
+# Landlines with their area code: 0731-88886666, (0731) 8888 6666, 073188886666.
+_LANDLINE = re.compile(
+    rf"(?<![0-9A-Za-z])(?:\(0\d{{2,3}}\)|0\d{{2,3}}){_GAP}\d{{3,4}}{_GAP}\d{{4}}(?![0-9A-Za-z])"
+)
 # What people wrote on the case (the reporter may have typed their own number there).
 FREE_TEXT = ("description", "reply", "recheck_reply", "rating", "events", "content")
 
@@ -38,12 +48,27 @@ def scrub(value: Any, secrets: list[str], *, numbers: bool = False) -> Any:
     if isinstance(value, str):
         for secret in secrets:
             value = value.replace(secret, WITHHELD)
-        return _MOBILE.sub(WITHHELD, value) if numbers else value
+        return without_numbers(value) if numbers else value
     if isinstance(value, dict):
         return {k: scrub(v, secrets, numbers=numbers) for k, v in value.items()}
     if isinstance(value, list):
         return [scrub(v, secrets, numbers=numbers) for v in value]
     return value
+
+
+def without_numbers(text: str) -> str:
+    """``text`` with every phone number in it withheld, however it was typed."""
+    folded = text.translate(_FOLD)
+    spans = sorted(
+        (m.span() for pattern in (_MOBILE, _LANDLINE) for m in pattern.finditer(folded)),
+        reverse=True,
+    )
+    end = len(text) + 1
+    for start, stop in spans:  # from the end, so the spans before stay where they are
+        if stop <= end:
+            text = text[:start] + WITHHELD + text[stop:]
+            end = start
+    return text
 
 
 async def written_safe(case: Case | None, text: str) -> str:
