@@ -49,6 +49,17 @@ def error(res: httpx.Response, status: int, code: str) -> dict[str, Any]:
 # --- one evaluation per citizen per card per window ------------------------------------------------
 
 
+async def test_null_for_an_optional_part_is_the_same_as_leaving_it_out(
+    client: httpx.AsyncClient, services: Services, frozen: None
+) -> None:
+    world = await make_world()
+    citizen = await citizen_token(client)
+    res = await rate(client, world.card.code, citizen, comment=None, dimensions=None, answers=None)
+    assert res.status_code == 201, res.text
+    stored = await Evaluation.get(id=res.json()["id"])
+    assert (stored.comment, stored.dimensions, stored.answers) == ("", {}, {})
+
+
 async def test_one_rating_per_card_per_24_hours_up_to_the_boundary(
     client: httpx.AsyncClient, services: Services, frozen: None
 ) -> None:

@@ -16,6 +16,7 @@ from pydantic import (
     StrictBool,
     StrictInt,
     StringConstraints,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -91,6 +92,14 @@ class EvaluationCreate(Strict):
     comment: Annotated[Text, StringConstraints(max_length=500)] = ""
     # The one-time code of a verified encounter (the ``e`` of the officer's dynamic QR).
     encounter_code: Annotated[Text, StringConstraints(max_length=32)] | None = None  # "": none
+
+    @field_validator("dimensions", "answers", "comment", mode="before")
+    @classmethod
+    def _null_is_absent(cls, value: object, info: ValidationInfo) -> object:
+        """``null`` for an optional part (a form's empty input) is the same as leaving it out."""
+        if value is None:
+            return "" if info.field_name == "comment" else {}
+        return value
 
     @field_validator("dimensions")
     @classmethod

@@ -51,7 +51,7 @@ def already_rated(services: Services, last: datetime, now: datetime) -> Conflict
     hours = f"{services.settings.rating_window_hours:g}"
     wait = max(1, math.ceil((next_at - now).total_seconds()))
     return Conflict(
-        f"您已于{_when(last)}评价过该执法人员，每{hours}小时可评价一次，请于{_when(next_at)}后再评价。"
+        f"您已于{_when(last)}通过这张评议卡评价过，每{hours}小时可评价一次，请于{_when(next_at)}后再评价。"
         "感谢您的监督",
         code="already_rated",
         details={
