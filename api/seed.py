@@ -17,9 +17,11 @@ from typing import Any
 from tortoise.transactions import in_transaction
 
 from api import db, fieldcrypt
+from api.integrations.sms import normalize_phone
 from api.models import Card, Officer, StaffUser, Unit
 from api.services import card_cache
 from api.services.cards import card_url, new_card_code, render_card_png
+from api.services.hotlines import normalize_hotline
 from api.services.passwords import hash_password, verify_password
 from api.settings import ROOT, Settings, get_settings
 
@@ -120,8 +122,10 @@ async def _upsert_unit(
         "level": division.level,
         "parent": parent,
         "path": f"{parent.path if parent else ''}{division.code}/",
-        "leader_phone": leader_phone(division.code),
-        "hotline": HOTLINE,
+        # Through the same checks as an administrator's edit: the seed stores no number the
+        # admin endpoint would refuse.
+        "leader_phone": normalize_phone(leader_phone(division.code)),
+        "hotline": normalize_hotline(HOTLINE),
     }
     unit, _ = await Unit.update_or_create(defaults=defaults, code=division.code)
     return unit
