@@ -17,9 +17,11 @@ from typing import Any
 from tortoise.transactions import in_transaction
 
 from api import db, fieldcrypt
+from api.integrations.sms import normalize_phone
 from api.models import Card, Officer, StaffUser, Unit
 from api.services import card_cache
 from api.services.cards import card_url, new_card_code, render_card_png
+from api.services.hotlines import normalize_hotline
 from api.services.passwords import hash_password, verify_password
 from api.settings import ROOT, Settings, get_settings
 
@@ -32,6 +34,9 @@ LEVELS = ("province", "city", "county")
 DEMO_PASSWORD = "pingyi-demo"
 DEMO_CITY = "4301"  # 长沙
 DEMO_COUNTY = "430102"  # 芙蓉区
+# 天心区: a sibling of 芙蓉区 under the same 支队, so a demo case transferred (转办, only within
+# the same supervising unit) still has a demo handler to act on it.
+DEMO_SIBLING = "430103"
 OFFICERS_PER_COUNTY = 3
 OFFICERS_AT_DETACHMENT = 2
 OFFICER_NAMES = (
@@ -47,6 +52,7 @@ DEMO_STAFF: tuple[tuple[str, str, str, str, str | None], ...] = (
     ("demo-admin-4301", "city_admin", DEMO_CITY, "长沙支队系统管理员（演示）", "19843010002"),
     ("demo-county-430102", "handler", DEMO_COUNTY, "芙蓉大队法制员（演示）", "19843010201"),
     ("demo-leader-430102", "unit_leader", DEMO_COUNTY, "芙蓉大队大队长（演示）", None),
+    ("demo-county-430103", "handler", DEMO_SIBLING, "天心大队法制员（演示）", "19843010301"),
 )
 # An officer who also holds a staff account: cases about them must stay invisible to them.
 DEMO_OFFICER_ACCOUNT = ("demo-officer-430102", "handler", "19843010202")
@@ -120,8 +126,10 @@ async def _upsert_unit(
         "level": division.level,
         "parent": parent,
         "path": f"{parent.path if parent else ''}{division.code}/",
-        "leader_phone": leader_phone(division.code),
-        "hotline": HOTLINE,
+        # Through the same checks as an administrator's edit: the seed stores no number the
+        # admin endpoint would refuse.
+        "leader_phone": normalize_phone(leader_phone(division.code)),
+        "hotline": normalize_hotline(HOTLINE),
     }
     unit, _ = await Unit.update_or_create(defaults=defaults, code=division.code)
     return unit

@@ -650,6 +650,23 @@ async def test_staff_list_limits_must_be_sane_integers(
             assert res.status_code == 200, res.text
 
 
+async def test_citizen_case_list_limit_is_checked_like_the_staff_ones(
+    client: httpx.AsyncClient, services: Services
+) -> None:
+    s = await setup(client)
+    tickets = [await file_case(client, s) for _ in range(3)]
+    url = "/api/v1/complaints"
+    for limit in ("abc", "0", "-1", "101", "1.5", "1e3", "null", "１０", "٣"):
+        res = await client.get(url, params={"limit": limit}, headers=s.citizen)
+        assert_invalid(res, "limit")
+    res = await client.get(url, params={"limit": "2"}, headers=s.citizen)
+    assert res.status_code == 200, res.text
+    assert [c["ticket_no"] for c in res.json()["items"]] == tickets[:0:-1]  # the newest first
+    for params in ({"limit": "100"}, {}):
+        res = await client.get(url, params=params, headers=s.citizen)
+        assert len(res.json()["items"]) == 3, res.text
+
+
 async def test_odd_path_and_query_values_are_404_or_422_never_500(
     client: httpx.AsyncClient, services: Services
 ) -> None:

@@ -114,10 +114,14 @@ async def test_unit_hotline_change_is_seen_at_once(
     channels = (await client.get(card_url(world.card.code))).json()["channels"]
     assert channels[1]["value"] == "0731-84000000"
     # The city above supervises the county: its hotline shows on the county officer's card too.
-    res = await client.put(f"{ADMIN}/units/4301", json={"hotline": "0731-12345"}, headers=province)
+    res = await client.put(
+        f"{ADMIN}/units/4301", json={"hotline": "0731-82345678"}, headers=province
+    )
     assert res.status_code == 200
     channels = (await client.get(card_url(world.card.code))).json()["channels"]
-    assert channels[2]["name"].startswith("上级监督：长沙") and channels[2]["value"] == "0731-12345"
+    assert (
+        channels[2]["name"].startswith("上级监督：长沙") and channels[2]["value"] == "0731-82345678"
+    )
 
 
 async def test_a_cached_unknown_code_does_not_hide_a_card_issued_with_it(

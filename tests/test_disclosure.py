@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import httpx
 
 from api.models import Unit, UnitDisclosure
@@ -10,6 +12,8 @@ from api.services.disclosure import load_defaults
 from tests.support import make_world, staff, staff_token
 
 URL = "/api/v1/units"
+# A parenthesised part written twice in a row, e.g. "湖南省交通运输厅（法制处）（法制处）".
+DOUBLED = re.compile(r"(（[^（）]*）)\1|(\([^()]*\))\2")
 
 
 def _admin(code: str) -> str:
@@ -112,3 +116,20 @@ async def test_disclosure_sizes_are_bounded(client: httpx.AsyncClient, services:
         res = await client.put(_admin("430102"), json=bad, headers=province)
         assert res.status_code == 422, bad
     assert not await UnitDisclosure.exists()
+
+
+async def test_no_unit_discloses_a_doubled_parenthesised_part(
+    client: httpx.AsyncClient, services: Services
+) -> None:
+    # Unit names carry their own suffix (the province: "湖南省交通运输厅（法制处）"); a default text
+    # that adds it again after {unit} reads it twice.
+    await make_world()
+    doubled = []
+    for code in await Unit.all().order_by("code").values_list("code", flat=True):
+        page = (await client.get(f"{URL}/{code}")).json()
+        texts = page["duties"] + page["legal_bases"] + page["procedures"] + [page["name"]]
+        texts += [c["name"] for c in page["supervision_channels"]]
+        doubled += [(code, text) for text in texts if DOUBLED.search(text)]
+    assert not doubled, doubled[:5]
+    province = (await client.get(f"{URL}/43")).json()
+    assert province["duties"][0].startswith("湖南省交通运输厅（法制处）指导、监督全省")

@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import zxingcpp
 from argon2.profiles import CHEAPEST
@@ -15,7 +16,7 @@ from PIL import Image
 
 from api.models import Card, Officer, StaffUser, Unit
 from api.seed import DIVISIONS_CSV, load_units, seed_demo
-from api.services import passwords
+from api.services import auth, passwords
 from api.services.cards import (
     CODE_ALPHABET,
     card_url,
@@ -23,7 +24,9 @@ from api.services.cards import (
     normalize_card_code,
     render_card_png,
 )
+from api.services.context import Services
 from api.settings import Settings, get_settings
+from tests.support import citizen_token
 
 MOBILE = re.compile(r"^1[3-9]\d{9}$")
 BASE_URL = "https://pingyi.test.example.cn"
@@ -33,6 +36,7 @@ DEMO_USERS = {
     "demo-admin-4301": ("city_admin", "4301"),
     "demo-county-430102": ("handler", "430102"),
     "demo-leader-430102": ("unit_leader", "430102"),
+    "demo-county-430103": ("handler", "430103"),  # a sibling unit: where 430102 transfers to
     "demo-officer-430102": ("handler", "430102"),
 }
 
@@ -138,7 +142,7 @@ async def test_seed_demo_creates_officers_cards_and_accounts(
     assert officer_account.officer is not None
     assert officer_account.officer.cert_no == summary["officer_account"]["cert_no"]
     assert officer_account.officer.unit_id == (await Unit.get(code="430102")).id
-    assert await StaffUser.filter(username__startswith="demo-", officer=None).count() == 5
+    assert await StaffUser.filter(username__startswith="demo-", officer=None).count() == 6
 
 
 async def test_seed_demo_rerun_creates_no_duplicates(
@@ -168,6 +172,45 @@ async def test_seed_demo_writes_decodable_cards_and_an_index(
     assert set(entry) == {"code", "url", "officer", "cert_no", "unit_code", "png"}
     assert len(list(settings.cards_dir.glob("*.png"))) == len(index)
     assert decode_qr(settings.cards_dir / entry["png"]) == [f"{BASE_URL}/c/{entry['code']}"]
+
+
+async def test_a_demo_case_transferred_to_the_sibling_unit_has_a_demo_handler(
+    client: httpx.AsyncClient, services: Services, tmp_path: Path, cheap_hashing: None
+) -> None:
+    settings = services.settings.model_copy(update={"cards_dir": tmp_path / "cards"})
+    summary = await seed_demo(settings)
+    card = next(e for e in _index(settings) if e["unit_code"] == "430102")
+    citizen = await citizen_token(client)
+    body = {"card_code": card["code"], "categories": ["RUDE"], "anonymous": False}
+    body["description"] = "执法人员态度恶劣，拒绝出示证件。"
+    res = await client.post("/api/v1/complaints", json=body, headers=citizen)
+    assert res.status_code == 201, res.text
+    ticket = res.json()["ticket_no"]
+
+    county, sibling = await _demo_login(client, "430102"), await _demo_login(client, "430103")
+    case_url = f"/api/v1/staff/complaints/{ticket}"
+    transfer = {"unit_code": "430103", "reason": "事发地属天心区，转天心大队办理"}
+    res = await client.post(f"{case_url}/transfer", json=transfer, headers=county)
+    assert res.status_code == 200, res.text
+    res = await client.post(f"{case_url}/acknowledge", headers=sibling)
+    assert res.status_code == 200, res.text
+
+    # Like every demo account, production refuses to start while it exists.
+    assert "demo-county-430103" in summary["staff"]
+    with pytest.raises(RuntimeError, match="demo-county-430103"):
+        await auth.refuse_demo_accounts()
+
+
+def _index(settings: Settings) -> list[dict[str, str]]:
+    entries: list[dict[str, str]] = json.loads((settings.cards_dir / "index.json").read_text())
+    return entries
+
+
+async def _demo_login(client: httpx.AsyncClient, unit_code: str) -> dict[str, str]:
+    body = {"username": f"demo-county-{unit_code}", "password": "pingyi-demo"}
+    res = await client.post("/api/v1/staff/auth/login", json=body)
+    assert res.status_code == 200, res.text
+    return {"Authorization": f"Bearer {res.json()['token']}"}
 
 
 # --- card codes and images ---------------------------------------------------------------------

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import io
 import json
+import logging
 import os
 import struct
 import zlib
@@ -257,9 +258,10 @@ async def test_broken_and_hostile_files_get_clean_errors(
         UPLOAD, files={"photo": ("a.jpg", full, "image/jpeg")}, headers=citizen
     )
     assert error(no_field, 400)["code"] == "file_missing"
-    for multipart in ("multipart/form-data; boundary=zzz", "multipart/form-data"):
-        garbled = await upload_raw(client, citizen, b"--x\r\ngarbage\r\n", multipart)
-        assert error(garbled, 400)["code"] == "file_missing"
+    garbled = await upload_raw(
+        client, citizen, b"--x\r\ngarbage\r\n", "multipart/form-data; boundary=zzz"
+    )
+    assert error(garbled, 400)["code"] == "file_missing"
     text = "这不是照片，只是一段文字。\n".encode() * 20
     res = await upload_file(client, citizen, text, name="evidence.jpg")
     assert error(res, 415)["code"] == "unsupported_media_type"
@@ -487,3 +489,39 @@ async def test_a_body_over_the_request_limit_is_a_json_413(
     # The server is fine afterwards: a normal photo goes through.
     res = await upload_file(client, citizen, _saved(two_tone(), "JPEG"))
     assert res.status_code == 201, res.text
+
+
+def _multipart(boundary: bytes, *parts: bytes) -> bytes:
+    return b"".join(b"--" + boundary + b"\r\n" + part + b"\r\n" for part in parts) + (
+        b"--" + boundary + b"--\r\n"
+    )
+
+
+async def test_malformed_multipart_is_a_clean_400_without_an_error_in_the_log(
+    client: httpx.AsyncClient, uploads_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    citizen = await citizen_token(client)
+    photo = _saved(two_tone(64, 48), "JPEG")
+    file_part = (
+        b'Content-Disposition: form-data; name="file"; filename="a.jpg"\r\n'
+        b"Content-Type: image/jpeg\r\n\r\n" + photo
+    )
+    body = _multipart(b"B0undary", file_part)
+    bad_charset = b'Content-Disposition: form-data; name="note"\r\n'
+    bad_charset += b"Content-Type: text/plain; charset=no-such-charset\r\n\r\nx"
+    with caplog.at_level(logging.DEBUG):
+        for content_type, data in (
+            ("multipart/form-data", body),  # no boundary at all (Sanic: KeyError 'boundary')
+            ("multipart/form-data; boundary=", body),
+            ("multipart/form-data; boundary=" + "b" * 71, body),
+            ("multipart/form-data; boundary=zzz", _multipart(b"zzz", b"garbage")),
+            ("multipart/form-data; boundary=zzz", _multipart(b"zzz", bad_charset)),
+        ):
+            res = await upload_raw(client, citizen, data, content_type)
+            assert error(res, 400)["code"] == "multipart_invalid", content_type
+        # The same body with its boundary declared is a photo like any other.
+        res = await upload_raw(client, citizen, body, "multipart/form-data; boundary=B0undary")
+        assert res.status_code == 201, res.text
+    logged = [(r.name, r.getMessage()) for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not logged, logged
+    assert len(stored(uploads_dir)) == 1

@@ -5,9 +5,10 @@ from sanic.request import Request
 from sanic.response import HTTPResponse, json
 from sanic_ext import openapi
 
-from api.handlers.common import current_citizen, json_body, services
+from api.handlers.common import current_citizen, int_arg, json_body, services
 from api.schemas import AnonymityUpdate, ComplaintCreate, FeedbackCreate, SupplementCreate
 from api.services import anonymity, citizen_cases
+from api.services.citizen_cases import MY_CASES_MAX
 from api.services.views import citizen_view
 from api.validation import parse_json
 
@@ -23,10 +24,11 @@ async def file_complaint(request: Request) -> HTTPResponse:
 
 
 @bp.get("/complaints")
-@openapi.definition(summary="我的案件", tag="citizen")
+@openapi.definition(summary="我的案件（最新的在前）：limit（1–100，默认 100）", tag="citizen")
 async def my_complaints(request: Request) -> HTTPResponse:
     citizen = await current_citizen(request)
-    return json({"items": await citizen_cases.my_cases(services(request), citizen)})
+    limit = int_arg(request, "limit", default=MY_CASES_MAX, low=1, high=MY_CASES_MAX)
+    return json({"items": await citizen_cases.my_cases(services(request), citizen, limit=limit)})
 
 
 @bp.get("/complaints/<ticket_no:str>")

@@ -20,6 +20,7 @@ from api.services.views import citizen_summary, citizen_view
 from api.validation import field_error
 
 BAD_RATING_MAX = 2  # levels 1–2 are a 差评 (DOMAIN.md)
+MY_CASES_MAX = 100  # the newest of a citizen's cases listed at once
 
 
 async def rate(
@@ -118,9 +119,11 @@ async def own_case(services: Services, citizen: Citizen, ticket_no: str) -> Case
     return case
 
 
-async def my_cases(services: Services, citizen: Citizen) -> list[dict[str, Any]]:
+async def my_cases(
+    services: Services, citizen: Citizen, *, limit: int = MY_CASES_MAX
+) -> list[dict[str, Any]]:
     await intake.open_for_citizen(services, citizen.id)  # 差评 cases not opened yet
-    cases = await Case.filter(citizen_id=citizen.id).order_by("-received_at").limit(100)
+    cases = await Case.filter(citizen_id=citizen.id).order_by("-received_at").limit(limit)
     return [citizen_summary(c) for c in cases]
 
 

@@ -1,7 +1,8 @@
 """Unit contacts set by administrators: the leader's mobile (escalation SMS) and the hotline.
 
 A phone is normalised and checked here, when the unit is configured, so an escalation never
-meets an invalid number when its SMS is due (issue 3, "Firing").
+meets an invalid number when its SMS is due (issue 3, "Firing"); the hotline likewise, since every
+card of the unit's officers shows it to citizens (``api.services.hotlines``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from api.models import StaffUser, Unit
 from api.schemas import UnitContactUpdate
 from api.services import card_cache, permissions
 from api.services.context import Services
+from api.services.hotlines import normalize_hotline
 from api.validation import field_error
 
 
@@ -36,7 +38,11 @@ async def update_contacts(
             raise field_error("leader_phone", str(exc)) from exc
         changed.append("leader_phone")
     if "hotline" in body.model_fields_set:
-        unit.hotline = body.hotline or None
+        raw = body.hotline or ""
+        try:
+            unit.hotline = normalize_hotline(raw) if raw else None
+        except ValueError as exc:
+            raise field_error("hotline", str(exc)) from exc
         changed.append("hotline")
     if changed:
         await unit.save(update_fields=changed)
