@@ -43,7 +43,14 @@ from tests.test_uploads import GPS_IFD, _saved, revealing_exif, two_tone, upload
 PHONE = "13812348000"
 MASKED = "138****8000"
 # The same number as people type it: spaced, dashed, full-width, with the country code.
-TYPED = ("138 1234 8000", "138-1234-8000", "１３８１２３４８０００", "+86 138 1234 8000")
+TYPED = (
+    "138 1234 8000",
+    "138-1234-8000",
+    "１３８１２３４８０００",
+    "+86 138 1234 8000",
+    "１３８．１２３４．８０００",
+    "138\u00a01234\u00a08000",
+)
 LOCATION = "芙蓉中路二段188号门口"
 SERIAL = "SN-998877"  # in tests.test_uploads.revealing_exif, with Xiaomi / Mi 11 and GPS
 DEVICE = ("Xiaomi", "Mi 11")

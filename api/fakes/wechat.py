@@ -417,10 +417,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(404, {"errcode": -1, "errmsg": "not found"})
             return
         expected, handler = route
+        # Both are the next call's: taken as it arrives, so a call still sleeping on its delay
+        # cannot take a fault meant for a later one.
         delay = state.take_delay(url.path)
+        fault = state.take_fault(url.path)
         if delay:
             time.sleep(delay)
-        fault = state.take_fault(url.path)
         if fault is not None:
             self._reply(200, _error(fault, _FAULT_MESSAGES.get(fault, "injected fault")))
         elif method != expected:

@@ -7,23 +7,55 @@ saw it (api/services/anonymity.py) and for anything written on the case before t
 from __future__ import annotations
 
 import re
+import unicodedata
+from functools import lru_cache
 from typing import Any
 
 from api.models import Case, Citizen
 
 WITHHELD = "（已隐去）"
-# Phone numbers as people type them, looked for in a folded copy of the text: full-width digits,
-# signs and spaces read as ASCII, one character for one, so a match there is the same span here.
-_FOLD = str.maketrans("０１２３４５６７８９＋－—–‐（）＊　", "0123456789+----()* ")
-_GAP = r"[ \t\-.]?"  # one space, dash or dot between digit groups: 139 1234 5678, 139-1234-5678
-# Mainland mobile numbers, in full or masked as 138****8000, with or without +86 / 0086.
-_MOBILE = re.compile(
-    rf"(?<![0-9A-Za-z])(?:(?:\+|00)86{_GAP})?1{_GAP}[3-9](?:{_GAP}[0-9*]){{9}}(?![0-9A-Za-z])"
+# Phone numbers as people type them are looked for in a folded copy of the text, one character
+# for one (a match there is the same span here): any decimal digit (full-width, Arabic-Indic, …)
+# and the Chinese numerals read as ASCII digits; full-width signs as ASCII; every space, dash, dot,
+# slash, underscore, bracket and invisible character as a plain space (a gap between digits).
+_NUMERALS = dict(zip("〇零一二三四五六七八九幺两", "0012345678912", strict=True))
+_GAP_CHARS = set("-./_·・()[]（）【】〔〕．／＿－｡、：:\u00ad\u200b\u200c\u200d\u2060\ufeff")
+_OPENING, _CLOSING = "(（[【", ")）]】"
+_GAP = r"[ *]{0,3}"  # up to three between digit groups: 139 - 1234 - 5678, 139*1234*5678
+_NEAR = r"[ *]{1,3}"  # at least one: what tells 731-88886666 from any 11 digits
+_CODE = rf"(?:(?:\+|00){_GAP}86{_GAP})?"  # +86 / 0086
+_EDGE = r"(?<![0-9A-Za-z])", r"(?![0-9A-Za-z])"
+_PHONES = re.compile(
+    _EDGE[0]
+    + "(?:"
+    # Mainland mobile numbers, in full or masked as 138****8000.
+    + rf"{_CODE}1{_GAP}[3-9](?:{_GAP}[0-9*]){{9}}"
+    # Landlines with their area code, with or without its 0: 0731-88886666, (0731) 8888 6666,
+    # 073188886666, +86 731 8888 6666, 731-88886666.
+    + rf"|{_CODE}0[1-9]\d{{1,2}}{_GAP}\d{{3,4}}{_GAP}\d{{4}}"
+    + rf"|{_CODE}[1-9]\d{{1,2}}{_NEAR}\d{{3,4}}{_GAP}\d{{4}}"
+    # A local number written as one: 8888-6666, 888 6666.
+    + rf"|\d{{3,4}}{_NEAR}\d{{4}}"
+    + ")"
+    + _EDGE[1]
 )
-# Landlines with their area code: 0731-88886666, (0731) 8888 6666, 073188886666.
-_LANDLINE = re.compile(
-    rf"(?<![0-9A-Za-z])(?:\(0\d{{2,3}}\)|0\d{{2,3}}){_GAP}\d{{3,4}}{_GAP}\d{{4}}(?![0-9A-Za-z])"
-)
+
+
+@lru_cache(maxsize=4096)
+def _fold(char: str) -> str:
+    if char.isascii():
+        return " " if char.isspace() or char in _GAP_CHARS else char
+    digit = unicodedata.decimal(char, None)
+    if digit is not None:
+        return str(digit)
+    if char in _NUMERALS:
+        return _NUMERALS[char]
+    if char.isspace() or char in _GAP_CHARS or unicodedata.category(char) in ("Pd", "Cf"):
+        return " "
+    plain = unicodedata.normalize("NFKC", char)
+    return plain if len(plain) == 1 and plain.isascii() else char
+
+
 # What people wrote on the case (the reporter may have typed their own number there).
 FREE_TEXT = ("description", "reply", "recheck_reply", "rating", "events", "content")
 
@@ -58,16 +90,18 @@ def scrub(value: Any, secrets: list[str], *, numbers: bool = False) -> Any:
 
 def without_numbers(text: str) -> str:
     """``text`` with every phone number in it withheld, however it was typed."""
-    folded = text.translate(_FOLD)
-    spans = sorted(
-        (m.span() for pattern in (_MOBILE, _LANDLINE) for m in pattern.finditer(folded)),
-        reverse=True,
-    )
-    end = len(text) + 1
-    for start, stop in spans:  # from the end, so the spans before stay where they are
-        if stop <= end:
-            text = text[:start] + WITHHELD + text[stop:]
-            end = start
+    folded = "".join(map(_fold, text))
+    spans = [m.span() for m in _PHONES.finditer(folded)]
+    for start, stop in reversed(spans):  # from the end: the spans before stay where they are
+        # A bracket opened just before the number and closed inside it or just after it goes
+        # with it: (0731) 8888 6666, （13912345678）.
+        if start and text[start - 1] in _OPENING:
+            closing = _CLOSING[_OPENING.index(text[start - 1])]
+            if closing in text[start:stop]:
+                start -= 1
+            elif text[stop : stop + 1] == closing:
+                start, stop = start - 1, stop + 1
+        text = text[:start] + WITHHELD + text[stop:]
     return text
 
 
