@@ -3,6 +3,17 @@ from tortoise.migrations import operations as ops
 from tortoise.fields.base import OnDelete
 from tortoise import fields
 
+# The parameters of one rating and what is told of it: the same for the core and its caller.
+RATE_SIGNATURE = """
+    p_code text, p_citizen integer, p_level smallint, p_dimensions jsonb, p_answers jsonb,
+    p_comment text, p_verified boolean, p_now timestamptz, p_window_since timestamptz,
+    p_ticket text, p_sla_profile text,
+    p_officer_since timestamptz, p_officer_threshold integer, p_officer_minutes double precision,
+    p_citizen_since timestamptz, p_citizen_threshold integer, p_citizen_minutes double precision,
+    OUT outcome text, OUT rating_id integer, OUT card_ref integer, OUT officer_ref integer,
+    OUT last_rated_at timestamptz)
+"""
+
 # The rating itself, on PostgreSQL (api/services/rating_store.py, api/services/rating_batch.py).
 # pingyi_rate_core stores one rating whose citizen and officer rows the transaction has locked
 # already: one statement reads the card, the citizen's last rating of it within the window and
@@ -11,16 +22,10 @@ from tortoise import fields
 # committed rating and the counts see every rating of the officer before it. A rating of a burst
 # is stored flagged; the earlier ratings of the burst are flagged once, when the count reaches
 # the threshold (each later rating of the burst comes flagged itself).
-RATE_CORE_FUNCTION = """
-CREATE OR REPLACE FUNCTION pingyi_rate_core(
-    p_code text, p_citizen integer, p_level smallint, p_dimensions jsonb, p_answers jsonb,
-    p_comment text, p_verified boolean, p_now timestamptz, p_window_since timestamptz,
-    p_ticket text, p_sla_profile text,
-    p_officer_since timestamptz, p_officer_threshold integer, p_officer_minutes double precision,
-    p_citizen_since timestamptz, p_citizen_threshold integer, p_citizen_minutes double precision,
-    OUT outcome text, OUT rating_id integer, OUT card_ref integer, OUT officer_ref integer,
-    OUT last_rated_at timestamptz)
-LANGUAGE plpgsql AS $fn$
+RATE_CORE_FUNCTION = (
+    "\nCREATE OR REPLACE FUNCTION pingyi_rate_core("
+    + RATE_SIGNATURE
+    + """LANGUAGE plpgsql AS $fn$
 DECLARE
     v_revoked timestamptz;
     v_officer bigint;
@@ -110,20 +115,14 @@ BEGIN
     outcome := 'stored';
 END
 $fn$
-"""
+""")
 
 # One rating (with an encounter code or a held comment, in the caller's transaction): the
 # citizen's row lock, then the officer's (lock order citizen, then officer, as everywhere).
-RATE_FUNCTION = """
-CREATE OR REPLACE FUNCTION pingyi_rate(
-    p_code text, p_citizen integer, p_level smallint, p_dimensions jsonb, p_answers jsonb,
-    p_comment text, p_verified boolean, p_now timestamptz, p_window_since timestamptz,
-    p_ticket text, p_sla_profile text,
-    p_officer_since timestamptz, p_officer_threshold integer, p_officer_minutes double precision,
-    p_citizen_since timestamptz, p_citizen_threshold integer, p_citizen_minutes double precision,
-    OUT outcome text, OUT rating_id integer, OUT card_ref integer, OUT officer_ref integer,
-    OUT last_rated_at timestamptz)
-LANGUAGE plpgsql AS $fn$
+RATE_FUNCTION = (
+    "\nCREATE OR REPLACE FUNCTION pingyi_rate("
+    + RATE_SIGNATURE
+    + """LANGUAGE plpgsql AS $fn$
 BEGIN
     PERFORM 1 FROM citizen WHERE id = p_citizen FOR UPDATE;
     PERFORM 1 FROM officer WHERE id = (SELECT k.officer_id FROM card k WHERE k.code = p_code)
@@ -135,7 +134,7 @@ BEGIN
         p_citizen_since, p_citizen_threshold, p_citizen_minutes);
 END
 $fn$
-"""
+""")
 
 # Several ratings in one call and one transaction (api/services/rating_batch.py): every row lock
 # first, in one order (citizens, then officers, each by id) so that concurrent batches and single

@@ -18,7 +18,7 @@ import json
 from typing import TYPE_CHECKING
 
 from api import db
-from api.services.rating_store import Bursts, NewRating, Rated
+from api.services.rating_store import Bursts, NewRating, Rated, rated
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -56,16 +56,7 @@ async def rate_many(ratings: Sequence[tuple[NewRating, Bursts]]) -> list[Rated]:
     ]
     async with db.default_connection().acquire_connection() as raw:
         rows = await raw.fetch(_RATE_MANY, *values)  # the asyncpg connection itself
-    return [
-        Rated(
-            outcome=row["outcome"],
-            id=row["rating_id"],
-            card_id=row["card_ref"],
-            officer_id=row["officer_ref"],
-            last_rated_at=row["last_rated_at"],
-        )
-        for row in rows
-    ]
+    return [rated(row) for row in rows]
 
 
 class RatingBatcher:
@@ -99,6 +90,6 @@ class RatingBatcher:
                     if not answer.done():
                         answer.set_exception(exc)
                 continue
-            for (*_, answer), rated in zip(batch, answers, strict=True):
+            for (*_, answer), one in zip(batch, answers, strict=True):
                 if not answer.done():
-                    answer.set_result(rated)
+                    answer.set_result(one)

@@ -14,8 +14,10 @@ The embedded SQLite default has no row locks (one writer at a time) and goes thr
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
@@ -90,7 +92,11 @@ async def rate_on_postgres(rating: NewRating, bursts: Bursts, *, conn: BaseDBAsy
         bursts.citizen_minutes,
     ]
     _, rows = await conn.execute_query(_RATE, values)
-    row = rows[0]
+    return rated(rows[0])
+
+
+def rated(row: Mapping[str, Any]) -> Rated:
+    """A row of ``pingyi_rate`` or ``pingyi_rate_many`` as the answer it is."""
     return Rated(
         outcome=row["outcome"],
         id=row["rating_id"],
