@@ -11,6 +11,7 @@ import asyncpg
 import httpx
 
 from api.models import Citizen, Evaluation
+from api.services import rating_store
 from api.services.context import Services
 from tests.conftest import TEST_DATABASE_URL
 from tests.support import citizen_token, make_world
@@ -37,11 +38,13 @@ async def test_a_rating_whose_client_hung_up_is_kept_and_replayed(
     body = json.dumps({"level": 4}).encode()
     path = f"/api/v1/cards/{world.card.code}/evaluations"
 
-    # Someone else holds the citizen's row, so the rating waits inside its transaction.
+    # Someone else holds the citizen's rating lock, so the rating waits inside its transaction.
     blocker = await asyncpg.connect(TEST_DATABASE_URL.replace("postgres://", "postgresql://", 1))
     try:
         async with blocker.transaction():
-            await blocker.execute("SELECT 1 FROM citizen WHERE id = $1 FOR UPDATE", citizen.id)
+            await blocker.execute(
+                "SELECT pg_advisory_xact_lock($1, $2)", rating_store.CITIZEN_LOCK, citizen.id
+            )
             await _post_and_hang_up(app_server[0], path, headers, body)
             await asyncio.sleep(0.3)  # the server has seen the connection go
             assert await Evaluation.all().count() == 0

@@ -6,7 +6,7 @@ The rules (DOMAIN.md, ``rating_flags`` for the reviewer's side): ``officer_burst
 ``burst_citizen_minutes`` (60). When a rule fires, every rating of the burst is flagged (the
 earlier ones too), each with the rule as a reason; a rating a reviewer decided on is left as it is.
 
-In the rating's own transaction, after its insert and under the officer's row lock, so the
+In the rating's own transaction, after its insert and under the officer's lock, so the
 counts see the rating itself and every rating of the officer before it, and the flags are
 committed with the rating (the 201 is only sent after). On PostgreSQL the rules run inside the
 ``pingyi_rate`` call (``rating_store``), given the windows from ``windows``; on the embedded

@@ -1,10 +1,10 @@
 """The rules a rating passes before it is stored (DOMAIN.md, "Integrity of ratings").
 
 - One evaluation per citizen per card per ``rating_window_hours`` (24 h): a second one is 409
-  ``already_rated``, saying when the next one is possible. The citizen's row lock makes two taps
+  ``already_rated``, saying when the next one is possible. The citizen's lock makes two taps
   at once take turns, so exactly one is stored; an ``Idempotency-Key`` retry is answered by the
   middleware with the first answer before it gets here.
-- The officer's row lock serialises the ratings of one officer, so the burst counts in
+- The officer's lock serialises the ratings of one officer, so the burst counts in
   ``rating_bursts`` see every rating before them.
 - An encounter code makes the rating a verified encounter (``api.services.encounters``).
 - A 差评 gets its follow-up case's ticket number at once; the case is opened from its intake row

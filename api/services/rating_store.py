@@ -1,11 +1,12 @@
 """How a rating is read and written.
 
 A rating is the hottest write of the product. On PostgreSQL it is one call of the
-``pingyi_rate`` function (migration 0002): the citizen's row lock, the card, the once-per-window
-check, the officer's row lock, the insert, the 差评's intake row and the burst flags, each
-statement with its own snapshot, so the check sees a simultaneous tap's committed rating and the
-counts see every rating of the officer before it (lock order citizen, then officer, as
-everywhere). Plain ratings go several to a call (``rating_batch``); one with an encounter code or
+``pingyi_rate`` function (migrations 0002 and 0003): the citizen's lock, the officer's lock, the
+card, the once-per-window check, the insert, the 差评's intake row and the burst flags, the checks
+in a snapshot taken after the locks, so they see a simultaneous tap's committed rating and every
+rating of the officer before it (lock order citizen, then officer, as everywhere). The locks are
+transaction-level advisory locks keyed ``(CITIZEN_LOCK, citizen id)`` and ``(OFFICER_LOCK,
+officer id)``: they take turns like row locks without writing into the rows. Plain ratings go several to a call (``rating_batch``); one with an encounter code or
 a held comment runs in a transaction of its own, which adds those rows (``rating_integrity``).
 
 The embedded SQLite default has no row locks (one writer at a time) and goes through the ORM.
@@ -13,6 +14,7 @@ The embedded SQLite default has no row locks (one writer at a time) and goes thr
 
 from __future__ import annotations
 
+import importlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,6 +24,10 @@ from typing import Any
 from tortoise.backends.base.client import BaseDBAsyncClient
 
 from api.models import Card, Case, CaseIntake, Citizen, Evaluation
+
+_LOCKS = importlib.import_module("api.migrations.0003_set_based_ratings")
+CITIZEN_LOCK: int = _LOCKS.CITIZEN_LOCK  # the first key of a citizen's rating lock
+OFFICER_LOCK: int = _LOCKS.OFFICER_LOCK
 
 _RATE = """
 SELECT outcome, rating_id, card_ref, officer_ref, last_rated_at
