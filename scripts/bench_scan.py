@@ -267,6 +267,8 @@ async def seed(opts: Options) -> tuple[list[str], list[str]]:
             for t, i in zip(tokens, citizen_ids, strict=True)
         ]
         await AuthSession.bulk_create(sessions, batch_size=1000)
+        # Statistics as autovacuum keeps them on a live database, not those of empty tables.
+        await db.default_connection().execute_script("ANALYZE")
     finally:
         await db.close_db()
     return codes, tokens

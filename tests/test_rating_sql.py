@@ -5,23 +5,29 @@ same data (one of them rolled back) and compared row by row."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 
-from api import clock
-from api.models import Card, CaseIntake, Citizen, Evaluation
+from api import clock, db
+from api.models import AuthSession, Card, CaseIntake, Citizen, Evaluation
+from api.services import auth
+from api.services.auth import token_hash
+from api.services.context import Services
 from api.services.rating_store import CITIZEN_LOCK
 from tests.conftest import TEST_DATABASE_URL
-from tests.support import make_world, officer_with_card
+from tests.support import citizen_token, make_world, officer_with_card
+from tests.test_rating_integrity import rate
 
 MANY = (
-    "SELECT * FROM pingyi_rate_many($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,"
-    " $15, $16, $17)"
+    "SELECT outcome, rating_id, card_ref, officer_ref, last_rated_at FROM pingyi_rate_many("
+    "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
 )
 ONE = (
     "SELECT * FROM pingyi_rate($1, $2, $3, $4::text::jsonb, $5::text::jsonb, $6, $7, $8, $9, $10,"
@@ -47,6 +53,7 @@ def _ratings(rng: random.Random, codes: list[str], citizens: list[int], at: date
 def _many_args(batch: list[Any]) -> list[Any]:
     now = [b[4] for b in batch]
     return [
+        [None] * len(batch),  # every citizen known
         [b[0] for b in batch],
         [b[1] for b in batch],
         [b[2] for b in batch],
@@ -68,7 +75,7 @@ def _many_args(batch: list[Any]) -> list[Any]:
 
 
 def _one_args(args: list[Any], i: int) -> list[Any]:
-    return [a[i] if isinstance(a, list) else a for a in args]
+    return [a[i] if isinstance(a, list) else a for a in args[1:]]
 
 
 async def _state(conn: asyncpg.Connection) -> dict[str, Any]:
@@ -159,3 +166,73 @@ async def test_ratings_of_one_citizen_take_turns(clean_db: str) -> None:
     finally:
         await holder.close()
         await rater.close()
+
+
+# --- a session read in the rating's own call ------------------------------------------------
+
+
+async def _unread(services: Services) -> None:
+    """This worker forgets every session it read: the next rating reads its own."""
+    services.sessions.clear()
+
+
+def _digest(headers: dict[str, str]) -> str:
+    return token_hash(headers["Authorization"].removeprefix("Bearer "))
+
+
+async def test_a_session_not_read_yet_is_read_in_the_rating_call(
+    client: httpx.AsyncClient, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world = await make_world()
+    citizens = [await citizen_token(client, f"unread{i}") for i in range(6)]
+    await _unread(services)
+
+    async def no_query(*args: Any) -> Any:
+        raise AssertionError("a plain rating reads its session in its own call")
+
+    monkeypatch.setattr(auth, "read_citizen", no_query)
+    answers = await asyncio.gather(
+        *(rate(client, world.card.code, c, level=1 + i % 5) for i, c in enumerate(citizens))
+    )
+    assert [a.status_code for a in answers] == [201] * 6, [a.text for a in answers]
+    assert sorted(await db.column(Evaluation.all(), "citizen_id")) == sorted(
+        await Citizen.all().values_list("id", flat=True)  # type: ignore[arg-type]
+    )
+    # Remembered from the call: the next request of these citizens reads nothing either.
+    assert all(services.sessions.get(_digest(c), clock.now()) for c in citizens)
+    again = await rate(client, world.other_card.code, citizens[0])
+    assert again.status_code == 201, again.text
+
+
+async def test_a_revoked_or_expired_session_read_with_the_rating_is_401(
+    client: httpx.AsyncClient, services: Services
+) -> None:
+    world = await make_world()
+    good, revoked, expired = [await citizen_token(client, f"s{i}") for i in range(3)]
+    await AuthSession.filter(token_hash=_digest(revoked)).update(revoked_at=clock.now())
+    await AuthSession.filter(token_hash=_digest(expired)).update(expires_at=clock.now())
+    forged = {"Authorization": "Bearer not-a-session-at-all"}
+    await _unread(services)
+    answers = await asyncio.gather(
+        *(rate(client, world.card.code, h) for h in (good, revoked, expired, forged))
+    )
+    assert [a.status_code for a in answers] == [201, 401, 401, 401], [a.text for a in answers]
+    assert {a.json()["error"]["code"] for a in answers[1:]} == {"token_invalid"}
+    assert await Evaluation.all().count() == 1
+
+
+async def test_an_invalid_session_is_told_before_an_invalid_body(
+    client: httpx.AsyncClient, services: Services
+) -> None:
+    world = await make_world()
+    good = await citizen_token(client, "body")
+    await _unread(services)
+    path = f"/api/v1/cards/{world.card.code}/evaluations"
+    forged = {"Authorization": "Bearer not-a-session-at-all"}
+    res = await client.post(path, json={"level": 9}, headers=forged)
+    assert res.status_code == 401 and res.json()["error"]["code"] == "token_invalid", res.text
+    res = await client.post(path, json={"level": 9}, headers=good)
+    assert res.status_code == 422, res.text
+    res = await client.post(path, json={"level": 4, "comment": "态度很好"}, headers=forged)
+    assert res.status_code == 401, res.text
+    assert await Evaluation.all().count() == 0

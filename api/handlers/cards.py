@@ -7,9 +7,10 @@ from sanic.request import Request
 from sanic.response import HTTPResponse, json
 from sanic_ext import openapi
 
-from api.handlers.common import current_citizen_identity, json_body, services
+from api.errors import AppError
+from api.handlers.common import bearer, json_body, services
 from api.schemas import EvaluationCreate
-from api.services import card_lookup, citizen_cases, encounters
+from api.services import auth, card_lookup, citizen_cases, encounters
 from api.services.catalog import CATEGORIES
 from api.validation import parse_json
 
@@ -37,9 +38,15 @@ async def get_card(request: Request, code: str) -> HTTPResponse:
     tag="citizen",
 )
 async def rate(request: Request, code: str) -> HTTPResponse:
-    citizen = await current_citizen_identity(request)
-    body = parse_json(request, EvaluationCreate)
-    return json(await citizen_cases.rate(services(request), citizen, code, body), status=201)
+    # A session this worker has not read lately is read in the rating's own call (one round
+    # trip); an invalid session is still told (401) before an invalid body (422).
+    who = auth.remembered_citizen(services(request), bearer(request))
+    try:
+        body = parse_json(request, EvaluationCreate)
+    except AppError:
+        await auth.read_citizen(services(request), who)
+        raise
+    return json(await citizen_cases.rate(services(request), who, code, body), status=201)
 
 
 @bp.get("/misconduct-categories")

@@ -17,7 +17,6 @@ from api.services import auth
 from api.services.catalog import CATEGORIES
 from api.services.context import Services
 from api.services.inbox import InboxFilter
-from api.services.session_cache import CitizenIdentity
 from api.validation import field_error
 
 
@@ -36,11 +35,6 @@ def bearer(request: Request) -> str:
 
 async def current_citizen(request: Request) -> Citizen:
     return await auth.citizen_for(services(request), bearer(request))
-
-
-async def current_citizen_identity(request: Request) -> CitizenIdentity:
-    """Who is calling, without loading the citizen (remembered briefly: ``session_cache``)."""
-    return await auth.citizen_identity(services(request), bearer(request))
 
 
 async def current_staff(request: Request) -> StaffUser:

@@ -12,6 +12,13 @@ _0002 = importlib.import_module("api.migrations.0002_case_intake")
 CITIZEN_LOCK = 1348009985  # 0x50590001
 OFFICER_LOCK = 1348009986  # 0x50590002
 
+# A rating a reviewer decided on (confirmed or cleared) keeps its flags. Said so, the flagging
+# update finds the burst's ratings through the officer's or the citizen's index: the flag-status
+# index, which holds every rating, is no way to them.
+_UNDECIDED = ("AND e.flag_status IN ('', 'pending')", "AND e.flag_status NOT IN ('confirmed', 'cleared')")
+assert _0002.RATE_CORE_FUNCTION.count(_UNDECIDED[0]) == 2
+RATE_CORE_FUNCTION = _0002.RATE_CORE_FUNCTION.replace(*_UNDECIDED)
+
 RATE_FUNCTION = (
     "\nCREATE OR REPLACE FUNCTION pingyi_rate("
     + _0002.RATE_SIGNATURE
@@ -35,16 +42,24 @@ $fn$
 # the other would. The few that do share one are then stored one by one in call order through
 # pingyi_rate_core, each statement seeing the ratings stored before it. The earlier ratings of a
 # burst are flagged when a rating brings its count to the threshold, as in pingyi_rate_core.
-# Answers in call order.
+# A rating whose citizen the caller has not read yet comes with its session's token hash instead
+# (p_citizens NULL, p_sessions the hash): the call reads the session, so the rating costs one
+# round trip, and tells whose it is (to be remembered) or 'token_invalid' (an unknown, revoked
+# or expired session: nothing stored). Answers in call order.
 RATE_MANY_FUNCTION = f"""
+DROP FUNCTION IF EXISTS pingyi_rate_many(text[], integer[], smallint[], text[], text[], text[],
+    boolean[], timestamptz[], timestamptz[], text[], text, timestamptz[], integer,
+    double precision, timestamptz[], integer, double precision);
 CREATE OR REPLACE FUNCTION pingyi_rate_many(
-    p_codes text[], p_citizens integer[], p_levels smallint[], p_dimensions text[],
+    p_sessions text[], p_codes text[], p_citizens integer[], p_levels smallint[],
+    p_dimensions text[],
     p_answers text[], p_comments text[], p_verified boolean[], p_now timestamptz[],
     p_window_since timestamptz[], p_tickets text[], p_sla_profile text,
     p_officer_since timestamptz[], p_officer_threshold integer, p_officer_minutes double precision,
     p_citizen_since timestamptz[], p_citizen_threshold integer, p_citizen_minutes double precision)
 RETURNS TABLE (outcome text, rating_id integer, card_ref integer, officer_ref integer,
-               last_rated_at timestamptz)
+               last_rated_at timestamptz, citizen_ref integer, citizen_openid text,
+               session_expires_at timestamptz)
 LANGUAGE plpgsql AS $fn$
 DECLARE
     n constant integer := coalesce(cardinality(p_codes), 0);
@@ -55,17 +70,32 @@ DECLARE
     v_officer integer[] := array_fill(NULL::integer, ARRAY[n]);
     v_last timestamptz[] := array_fill(NULL::timestamptz, ARRAY[n]);
     v_later integer[] := '{{}}';
+    v_openids text[] := array_fill(NULL::text, ARRAY[n]);
+    v_expires timestamptz[] := array_fill(NULL::timestamptz, ARRAY[n]);
     i integer;
 BEGIN
+    IF EXISTS (SELECT 1 FROM unnest(p_sessions) t WHERE t IS NOT NULL) THEN
+        SELECT array_agg(coalesce(u.citizen, s.citizen_id) ORDER BY u.ord),
+               array_agg(s.openid ORDER BY u.ord), array_agg(s.expires_at ORDER BY u.ord)
+        INTO p_citizens, v_openids, v_expires
+        FROM unnest(p_citizens, p_sessions, p_now) WITH ORDINALITY AS u(citizen, token, now, ord)
+        LEFT JOIN LATERAL (  -- one index lookup each, whatever the statistics say (LIMIT 1)
+            SELECT a.citizen_id, a.expires_at, z.openid
+            FROM auth_session a JOIN citizen z ON z.id = a.citizen_id
+            WHERE u.citizen IS NULL AND a.token_hash = u.token AND a.kind = 'citizen'
+              AND a.revoked_at IS NULL AND a.expires_at > u.now
+            LIMIT 1) s ON TRUE;
+    END IF;
     PERFORM pg_advisory_xact_lock({CITIZEN_LOCK}, x.id)
     FROM (SELECT DISTINCT unnest(p_citizens) AS id) x ORDER BY x.id;
     PERFORM pg_advisory_xact_lock({OFFICER_LOCK}, x.id)
-    FROM (SELECT DISTINCT k.officer_id AS id FROM card k WHERE k.code = ANY (p_codes)) x
+    FROM (SELECT DISTINCT k.officer_id AS id FROM unnest(p_codes) AS c(code)
+          CROSS JOIN LATERAL (SELECT k.officer_id FROM card k WHERE k.code = c.code LIMIT 1) k) x
     ORDER BY x.id;
     FOR r IN
     WITH given AS (
         SELECT g.*, k.id AS card_id, k.officer_id, k.revoked_at,
-               row_number() OVER (PARTITION BY g.citizen ORDER BY g.ord) = 1
+               row_number() OVER (PARTITION BY coalesce(g.citizen, -g.ord) ORDER BY g.ord) = 1
                AND row_number() OVER (PARTITION BY coalesce(k.officer_id, -g.ord) ORDER BY g.ord) = 1
                AND row_number() OVER (PARTITION BY coalesce(g.ticket, g.ord::text) ORDER BY g.ord) = 1
                AS alone
@@ -73,7 +103,7 @@ BEGIN
                     p_verified, p_now, p_window_since, p_tickets, p_officer_since, p_citizen_since)
              WITH ORDINALITY AS g(code, citizen, level, dimensions, answers, comment, verified,
                                   now, window_since, ticket, officer_since, citizen_since, ord)
-        LEFT JOIN card k ON k.code = g.code
+        LEFT JOIN LATERAL (SELECT * FROM card k WHERE k.code = g.code LIMIT 1) k ON TRUE
     ), checked AS (
         SELECT g.*, w.last, o.n + 1 AS officer_n,
                c.n + CASE WHEN coalesce(c.known, FALSE) THEN 0 ELSE 1 END AS citizen_n,
@@ -100,7 +130,7 @@ BEGIN
             FROM evaluation e
             WHERE p_citizen_threshold > 0 AND e.citizen_id = g.citizen
               AND e.created_at > g.citizen_since) c ON TRUE
-        WHERE g.alone
+        WHERE g.alone AND g.citizen IS NOT NULL
     ), flagged AS (
         SELECT c.*,
                CASE WHEN p_officer_threshold > 0 AND c.officer_n >= p_officer_threshold
@@ -139,6 +169,10 @@ BEGIN
     LEFT JOIN flagged f ON f.ord = g.ord
     LEFT JOIN stored s ON s.citizen_id = f.citizen AND f.result = 'stored'
     LOOP
+        IF r.citizen IS NULL THEN
+            v_outcome[r.ord] := 'token_invalid';
+            CONTINUE;
+        END IF;
         IF NOT r.alone THEN
             v_later := v_later || r.ord::integer;
             CONTINUE;
@@ -158,7 +192,7 @@ BEGIN
                     'threshold', p_officer_threshold)),
                 flagged = TRUE, flag_status = 'pending', flagged_at = COALESCE(e.flagged_at, r.now)
             WHERE e.officer_id = r.officer_id AND e.created_at > r.officer_since AND e.id <> r.id
-              AND e.flag_status IN ('', 'pending')
+              AND e.flag_status NOT IN ('confirmed', 'cleared')
               AND NOT e.flag_reasons @> '[{{"code": "officer_burst"}}]';
         END IF;
         IF r.result = 'stored' AND p_citizen_threshold > 0
@@ -169,7 +203,7 @@ BEGIN
                     'threshold', p_citizen_threshold)),
                 flagged = TRUE, flag_status = 'pending', flagged_at = COALESCE(e.flagged_at, r.now)
             WHERE e.citizen_id = r.citizen AND e.created_at > r.citizen_since AND e.id <> r.id
-              AND e.flag_status IN ('', 'pending')
+              AND e.flag_status NOT IN ('confirmed', 'cleared')
               AND NOT e.flag_reasons @> '[{{"code": "citizen_burst"}}]';
         END IF;
     END LOOP;
@@ -185,7 +219,8 @@ BEGIN
         v_officer[i] := r.officer_ref;
         v_last[i] := r.last_rated_at;
     END LOOP;
-    RETURN QUERY SELECT * FROM unnest(v_outcome, v_rating, v_card, v_officer, v_last);
+    RETURN QUERY SELECT * FROM unnest(v_outcome, v_rating, v_card, v_officer, v_last, p_citizens,
+                                      v_openids, v_expires);
 END
 $fn$
 """
@@ -193,13 +228,14 @@ $fn$
 
 async def create_functions(apps, schema_editor):
     if schema_editor.client.capabilities.dialect == "postgres":
-        for function in (RATE_FUNCTION, RATE_MANY_FUNCTION):
+        for function in (RATE_CORE_FUNCTION, RATE_FUNCTION, RATE_MANY_FUNCTION):
             await schema_editor.client.execute_script(function)
 
 
 async def restore_functions(apps, schema_editor):
     if schema_editor.client.capabilities.dialect == "postgres":
-        for function in (_0002.RATE_FUNCTION, _0002.RATE_MANY_FUNCTION):
+        await schema_editor.client.execute_script("DROP FUNCTION IF EXISTS pingyi_rate_many")
+        for function in (_0002.RATE_CORE_FUNCTION, _0002.RATE_FUNCTION, _0002.RATE_MANY_FUNCTION):
             await schema_editor.client.execute_script(function)
 
 

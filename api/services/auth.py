@@ -7,7 +7,7 @@ import hashlib
 import json
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from tortoise.expressions import F, Q
@@ -21,7 +21,7 @@ from api.models import AuthSession, Citizen, SecurityEvent, StaffUser
 from api.services import broadcast
 from api.services.context import Services
 from api.services.passwords import dummy_verify, verify_password
-from api.services.session_cache import CitizenIdentity
+from api.services.session_cache import CitizenIdentity, UnreadSession
 
 if TYPE_CHECKING:
     from tortoise.backends.base.client import BaseDBAsyncClient
@@ -266,27 +266,51 @@ WHERE s.token_hash = $1 AND s.kind = 'citizen'
 """
 
 
-async def citizen_identity(services: Services, token: str) -> CitizenIdentity:
-    """Whose citizen session this is, from this worker's memory when it read it lately
-    (``session_cache``), else in one query."""
+def session_invalid() -> Unauthorized:
+    return Unauthorized("登录已失效，请重新登录", code="token_invalid")
+
+
+def remembered_citizen(services: Services, token: str) -> CitizenIdentity | UnreadSession:
+    """Whose citizen session this is if this worker read it lately (``session_cache``), else the
+    session still to be read; a malformed token → 401."""
     digest = _check_token(token)
-    now = clock.now()
-    known = services.sessions.get(digest, now)
+    known = services.sessions.get(digest, clock.now())
     if known is not None:
         return known
-    mark = services.sessions.mark()
+    return UnreadSession(digest, services.sessions.mark())
+
+
+def remember_citizen(
+    services: Services, read: UnreadSession, identity: CitizenIdentity, *, expires_at: datetime
+) -> None:
+    """Keeps a session read elsewhere (with a rating) as ``citizen_identity`` keeps its own."""
+    services.sessions.put(read.digest, identity, expires_at=expires_at, mark=read.mark)
+
+
+async def read_citizen(services: Services, who: CitizenIdentity | UnreadSession) -> CitizenIdentity:
+    """Whose session ``who`` is, reading it in one query if it is not known yet; 401 if it is
+    unknown, revoked or expired."""
+    if isinstance(who, CitizenIdentity):
+        return who
+    now = clock.now()
     if db.is_postgres():
-        _, rows = await db.default_connection().execute_query(_CITIZEN_SESSION, [digest])
+        _, rows = await db.default_connection().execute_query(_CITIZEN_SESSION, [who.digest])
     else:
-        rows = await AuthSession.filter(token_hash=digest, kind="citizen").values(
+        rows = await AuthSession.filter(token_hash=who.digest, kind="citizen").values(
             "citizen_id", "expires_at", "revoked_at", openid="citizen__openid"
         )
     row = rows[0] if rows else None
     if row is None or row["revoked_at"] is not None or row["expires_at"] <= now:
-        raise Unauthorized("登录已失效，请重新登录", code="token_invalid")
+        raise session_invalid()
     identity = CitizenIdentity(id=row["citizen_id"], openid=row["openid"])
-    services.sessions.put(digest, identity, expires_at=row["expires_at"], mark=mark)
+    remember_citizen(services, who, identity, expires_at=row["expires_at"])
     return identity
+
+
+async def citizen_identity(services: Services, token: str) -> CitizenIdentity:
+    """Whose citizen session this is, from this worker's memory when it read it lately
+    (``session_cache``), else in one query."""
+    return await read_citizen(services, remembered_citizen(services, token))
 
 
 async def citizen_for(services: Services, token: str) -> Citizen:

@@ -6,16 +6,24 @@ from typing import Any
 
 from tortoise.transactions import in_transaction
 
-from api import clock
+from api import clock, db
 from api.errors import NotFound
 from api.integrations.sms import normalize_phone
 from api.models import Case, Citizen, Officer
 from api.models.case import CaseKind
 from api.schemas import ComplaintCreate, EvaluationCreate, FeedbackCreate
-from api.services import case_actions, intake, lifecycle, moderation, rating_integrity, uploads
+from api.services import (
+    auth,
+    case_actions,
+    intake,
+    lifecycle,
+    moderation,
+    rating_integrity,
+    uploads,
+)
 from api.services.card_lookup import active_card
 from api.services.context import Services
-from api.services.session_cache import CitizenIdentity
+from api.services.session_cache import CitizenIdentity, UnreadSession
 from api.services.views import citizen_summary, citizen_view
 from api.validation import field_error
 
@@ -24,14 +32,21 @@ MY_CASES_MAX = 100  # the newest of a citizen's cases listed at once
 
 
 async def rate(
-    services: Services, citizen: CitizenIdentity, code: str, body: EvaluationCreate
+    services: Services, who: CitizenIdentity | UnreadSession, code: str, body: EvaluationCreate
 ) -> dict[str, Any]:
+    """A plain rating on PostgreSQL reads a session not read yet in its own call; one with a
+    comment or an encounter code, or on SQLite, reads it first."""
+    citizen = who
+    if body.comment.strip() or body.encounter_code or not db.is_postgres():
+        citizen = await auth.read_citizen(services, who)
+    screening = moderation.Screening()  # most ratings carry no comment: nothing to ask WeChat
     if body.comment.strip():
+        identity = await auth.read_citizen(services, citizen)  # read above: no query
         await active_card(code)  # an unknown or revoked card is told before WeChat is asked
-    # Content security first, outside the transaction (no lock waits on WeChat).
-    screening = await moderation.screen_texts(
-        services, citizen, {"comment": body.comment}, scene=moderation.SCENE_COMMENT
-    )
+        # Content security first, outside the transaction (no lock waits on WeChat).
+        screening = await moderation.screen_texts(
+            services, identity, {"comment": body.comment}, scene=moderation.SCENE_COMMENT
+        )
     now = clock.now()
     # A 差评 opens a follow-up case (DOMAIN.md): its ticket now, the case from its intake row.
     rated, ticket_no = await rating_integrity.store(

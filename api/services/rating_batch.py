@@ -1,11 +1,14 @@
 """Group commit for ratings on PostgreSQL: the plain ratings of many citizens in one call.
 
 Ratings that arrive while a call is at the database wait for the next one; each call is one
-``pingyi_rate_many`` (migration 0002): one round trip, one transaction, one commit for the lot.
+``pingyi_rate_many`` (migration 0003): one round trip, one transaction, one commit for the lot.
 Each citizen's 201 is sent only once the call that stored the rating has committed, so nothing is
-acknowledged that is not stored. Refusals (unknown card, rated within the window) are answers
-per rating, not errors; if the call itself fails, each rating of it gets that error and none of
-them is stored (one transaction), as a single rating would.
+acknowledged that is not stored. Refusals (unknown card, rated within the window, a session that
+is no longer valid) are answers per rating, not errors; if the call itself fails, each rating of
+it gets that error and none of them is stored (one transaction), as a single rating would.
+
+A citizen this worker does not remember yet is read in the same call: the rating comes with its
+session's token hash, and the answer tells whose session it is.
 
 A worker holds one batcher (``Services.ratings``); a handful of calls may be at the database at
 once, so one slow call does not hold back the ratings behind it.
@@ -24,8 +27,10 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
 _RATE_MANY = """
-SELECT outcome, rating_id, card_ref, officer_ref, last_rated_at
-FROM pingyi_rate_many($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+SELECT outcome, rating_id, card_ref, officer_ref, last_rated_at, citizen_ref, citizen_openid,
+       session_expires_at
+FROM pingyi_rate_many($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
+                      $18)
 """
 
 Waiting = tuple[NewRating, Bursts, "asyncio.Future[Rated]"]
@@ -36,6 +41,7 @@ async def rate_many(ratings: Sequence[tuple[NewRating, Bursts]]) -> list[Rated]:
     answers in order."""
     first = ratings[0][1]
     values = [
+        [r.session for r, _ in ratings],
         [r.card_code for r, _ in ratings],
         [r.citizen_id for r, _ in ratings],
         [r.level for r, _ in ratings],

@@ -27,12 +27,12 @@ from api import clock, db
 from api.errors import AppError, Conflict, Gone, NotFound
 from api.models import Card
 from api.schemas import EvaluationCreate
-from api.services import encounters, lifecycle, moderation, rating_bursts, rating_store
+from api.services import auth, encounters, lifecycle, moderation, rating_bursts, rating_store
 from api.services.cards import normalize_card_code
 from api.services.context import Services
 from api.services.moderation import Screening
 from api.services.rating_store import NewRating, Rated
-from api.services.session_cache import CitizenIdentity
+from api.services.session_cache import CitizenIdentity, UnreadSession
 
 
 def window(services: Services) -> timedelta:
@@ -78,7 +78,7 @@ TICKET_DRAWS = 5  # a ticket number is drawn at random: taken already, another i
 
 async def store(
     services: Services,
-    citizen: CitizenIdentity,
+    citizen: CitizenIdentity | UnreadSession,
     code: str,
     body: EvaluationCreate,
     *,
@@ -88,7 +88,8 @@ async def store(
 ) -> tuple[Rated, str | None]:
     """Stores the rating or raises why not: 404 unknown card, 410 revoked, 409 rated within the
     window, 422 encounter code not valid. ``opens_case``: a 差评, whose follow-up case's ticket
-    number is returned."""
+    number is returned. A citizen not read yet (``UnreadSession``: a plain rating on PostgreSQL)
+    is read in the rating's own call: 401 if the session is no longer valid."""
     normalized = normalize_card_code(unquote(code))
     if not normalized:
         raise NotFound("未找到该评议卡，请核对二维码", code="card_not_found")
@@ -102,16 +103,17 @@ async def store(
 
 async def _store(
     services: Services,
-    citizen: CitizenIdentity,
+    citizen: CitizenIdentity | UnreadSession,
     normalized: str,
     body: EvaluationCreate,
     screening: Screening,
     ticket_no: str | None,
     now: datetime,
 ) -> Rated:
+    unread = citizen if isinstance(citizen, UnreadSession) else None
     rating = NewRating(
         card_code=normalized,
-        citizen_id=citizen.id,
+        citizen_id=citizen.id if isinstance(citizen, CitizenIdentity) else None,
         level=body.level,
         dimensions=body.dimensions,
         answers=body.answers,
@@ -121,14 +123,22 @@ async def _store(
         sla_profile=services.policy.name,
         created_at=now,
         window_since=now - window(services),
+        session=None if unread is None else unread.digest,
     )
     bursts = rating_bursts.windows(services, now)
     if db.is_postgres() and not body.encounter_code and not screening.held:
         rated = await services.ratings.rate(rating, bursts)  # with others: one round trip
+        if rated.outcome == "token_invalid":
+            raise auth.session_invalid()
+        if unread is not None and rated.citizen is not None and rated.session_expires_at:
+            auth.remember_citizen(
+                services, unread, rated.citizen, expires_at=rated.session_expires_at
+            )
         refusal = _refusal(services, rated, now)
         if refusal is not None:
             raise refusal
         return rated  # stored, or ticket_taken
+    assert isinstance(citizen, CitizenIdentity), "read before a rating of its own transaction"
     async with in_transaction() as conn:
         if db.is_postgres(conn):
             rated = await rating_store.rate_on_postgres(rating, bursts, conn=conn)

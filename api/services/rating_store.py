@@ -24,6 +24,7 @@ from typing import Any
 from tortoise.backends.base.client import BaseDBAsyncClient
 
 from api.models import Card, Case, CaseIntake, Citizen, Evaluation
+from api.services.session_cache import CitizenIdentity
 
 _LOCKS = importlib.import_module("api.migrations.0003_set_based_ratings")
 CITIZEN_LOCK: int = _LOCKS.CITIZEN_LOCK  # the first key of a citizen's rating lock
@@ -51,7 +52,7 @@ class Bursts:
 @dataclass(frozen=True)
 class NewRating:
     card_code: str  # normalised
-    citizen_id: int
+    citizen_id: int | None  # None: not read yet, the call reads ``session`` (``rating_batch``)
     level: int
     dimensions: dict[str, int]
     answers: dict[str, bool]
@@ -61,19 +62,23 @@ class NewRating:
     sla_profile: str  # in force now: the 差评's case runs under it
     created_at: datetime
     window_since: datetime  # the citizen's last rating of the card after this refuses it
+    session: str | None = None  # the token hash of a citizen not read yet
 
 
 @dataclass(frozen=True)
 class Rated:
     """What the call answered: ``stored``, or why not (``card_not_found``, ``card_revoked``,
     ``already_rated`` with the time of the rating that blocks it, ``ticket_taken``: the ticket
-    number drawn for its case is in use, draw another)."""
+    number drawn for its case is in use, draw another; ``token_invalid``: the session read with
+    it is unknown, revoked or expired). A session read with it tells whose it is."""
 
     outcome: str
     id: int | None = None
     card_id: int | None = None
     officer_id: int | None = None
     last_rated_at: datetime | None = None
+    citizen: CitizenIdentity | None = None  # the session read with the rating
+    session_expires_at: datetime | None = None
 
 
 async def rate_on_postgres(rating: NewRating, bursts: Bursts, *, conn: BaseDBAsyncClient) -> Rated:
@@ -103,12 +108,15 @@ async def rate_on_postgres(rating: NewRating, bursts: Bursts, *, conn: BaseDBAsy
 
 def rated(row: Mapping[str, Any]) -> Rated:
     """A row of ``pingyi_rate`` or ``pingyi_rate_many`` as the answer it is."""
+    openid = row.get("citizen_openid")
     return Rated(
         outcome=row["outcome"],
         id=row["rating_id"],
         card_id=row["card_ref"],
         officer_id=row["officer_ref"],
         last_rated_at=row["last_rated_at"],
+        citizen=None if openid is None else CitizenIdentity(id=row["citizen_ref"], openid=openid),
+        session_expires_at=row.get("session_expires_at"),
     )
 
 

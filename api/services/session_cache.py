@@ -31,6 +31,15 @@ class CitizenIdentity:
 
 
 @dataclass(frozen=True)
+class UnreadSession:
+    """A citizen token this worker does not remember: read where it is used (a rating reads it in
+    its own call). ``mark`` is the revocation count when it was looked for (``SessionCache.mark``)."""
+
+    digest: str
+    mark: int
+
+
+@dataclass(frozen=True)
 class _Kept:
     identity: CitizenIdentity
     expires_at: datetime  # the session's own expiry
