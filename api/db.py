@@ -24,6 +24,9 @@ MIGRATIONS = "api.migrations"
 _PG_MIGRATION_LOCK = 7_233_017
 
 POOL_MAX = 20
+# The default connection's dialect, known from ``init_db`` to ``close_db``: the hot paths ask on
+# every request, and finding the connection through Tortoise's context costs more than the rest.
+_default_dialect: str | None = None
 
 
 async def _keep_session(connection: Any) -> None:
@@ -61,8 +64,10 @@ def tortoise_config(database_url: str, *, pool_max: int = POOL_MAX) -> dict[str,
 async def init_db(database_url: str, *, pool_max: int = POOL_MAX) -> None:
     if Tortoise._inited:  # tests open the database before the app's listener runs
         return
+    global _default_dialect
     config = tortoise_config(database_url, pool_max=pool_max)
     await Tortoise.init(config=config, _enable_global_fallback=True)
+    _default_dialect = default_connection().capabilities.dialect
 
 
 async def migrate(database_url: str) -> None:
@@ -88,6 +93,8 @@ async def model_changes() -> list[MigrationWriter]:
 
 
 async def close_db() -> None:
+    global _default_dialect
+    _default_dialect = None
     await Tortoise.close_connections()
 
 
@@ -113,6 +120,8 @@ def default_connection() -> BaseDBAsyncClient:
 def is_postgres(conn: BaseDBAsyncClient | None = None) -> bool:
     """Hot paths speak SQL to PostgreSQL (production) and go through the ORM elsewhere (the
     embedded SQLite default, where row locks do not exist and one writer runs at a time)."""
+    if conn is None and _default_dialect is not None:
+        return _default_dialect == "postgres"
     return (conn or default_connection()).capabilities.dialect == "postgres"
 
 

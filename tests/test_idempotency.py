@@ -222,6 +222,27 @@ async def test_posts_per_caller_are_limited(
     assert all(a.status_code != 429 for a in answers[:3])
 
 
+async def test_posts_arriving_together_are_each_counted_also_by_a_new_redis(
+    client: httpx.AsyncClient,
+    services: Services,
+    monkeypatch: pytest.MonkeyPatch,
+    frozen_clock: None,
+) -> None:
+    """The counts of one turn of the loop go to Redis in one command; a Redis that lost its
+    scripts (restarted, flushed) is sent the script itself, and nothing goes uncounted."""
+    monkeypatch.setattr(services.settings, "rate_posts_per_minute", 5)
+    world = await make_world()
+    headers = await citizen_token(client)
+    await services.redis.script_flush()
+    path = f"/api/v1/cards/{world.card.code}/evaluations"
+    answers = await asyncio.gather(
+        *(client.post(path, json={"level": 5}, headers=headers) for _ in range(8))
+    )
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses.count(429) == 3, [a.text for a in answers]
+    assert statuses[:5] == [201, 409, 409, 409, 409], [a.text for a in answers]
+
+
 async def test_a_rate_limited_attempt_can_be_retried_with_its_key(
     client: httpx.AsyncClient,
     services: Services,

@@ -5,8 +5,9 @@ round trip: each worker counts in its own memory (``LocalWindow``). With N worke
 connections the kernel spreads over all of them gets up to N times ``rate_ip_per_minute`` (one
 keep-alive connection stays with one worker); the quotas that must hold across workers — POSTs per
 caller, complaints per citizen — are Redis counters (INCR + EXPIRE in one script), the counts of
-the requests arriving together sent in one pipeline (``RedisCounts``). A window is a slot of the shared clock; a Redis key expires with it, and a worker's
-counts are cleared when its slot ends, so neither holds more than one window of counters.
+the requests arriving together sent in one command (``RedisCounts``). A window is a slot of the
+shared clock; a Redis key expires with it, and a worker's counts are cleared when its slot ends,
+so neither holds more than one window of counters.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import hashlib
 import logging
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, RedisError
@@ -29,9 +30,17 @@ if TYPE_CHECKING:  # the services hold this module's LocalWindow
 
 log = logging.getLogger("pingyi.ratelimit")
 TOO_MANY = "操作过于频繁，请{wait}后再试"
-# INCR and EXPIRE in one command (one round trip, one reply to parse).
-_HIT = "local n = redis.call('incr', KEYS[1]) redis.call('expire', KEYS[1], ARGV[1]) return n"
-_HIT_SHA = hashlib.sha1(_HIT.encode()).hexdigest()
+# INCR and EXPIRE of every key counted in one turn of the loop, in one command: the counts in
+# the keys' order (ARGV: each key's time to live).
+_HIT_ALL = """
+local counts = {}
+for i, key in ipairs(KEYS) do
+  counts[i] = redis.call('incr', key)
+  redis.call('expire', key, ARGV[i])
+end
+return counts
+"""
+_HIT_ALL_SHA = hashlib.sha1(_HIT_ALL.encode()).hexdigest()
 # DECR only a live counter: on an expired key DECR would create one that never expires.
 _REFUND = (
     "if redis.call('exists', KEYS[1]) == 1 then return redis.call('decr', KEYS[1]) end return 0"
@@ -76,11 +85,10 @@ async def hit(services: Services, *, limit: Limit, counter: Counter) -> None:
 
 
 class RedisCounts:
-    """The Redis counts of the requests that arrive in one turn of the event loop, sent in one
-    pipeline (one round trip, one connection from the pool) instead of one command each.
-
-    Each count is _HIT by its digest; a Redis that does not know the script yet (new, restarted
-    or flushed) is sent it whole for those counts, which also loads it.
+    """The Redis counts of the requests that arrive in one turn of the event loop, sent as one
+    command (one round trip, one reply) instead of one command each: ``_HIT_ALL`` by its digest,
+    sent whole to a Redis that does not know it yet (new, restarted or flushed), which also loads
+    it. A key counted twice in one turn counts twice, each request its own count.
     """
 
     def __init__(self) -> None:
@@ -98,35 +106,21 @@ class RedisCounts:
     async def _send(self, redis: Redis) -> None:
         await asyncio.sleep(0)  # the requests of this turn of the loop join in
         batch, self._waiting, self._sending = self._waiting, [], None
+        keys = [key for key, _, _ in batch]
+        ttls = [ttl for _, ttl, _ in batch]
         try:
-            replies = await self._run(redis, [(key, ttl) for key, ttl, _ in batch], sha=True)
-            unknown = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
-            if unknown:
-                again = await self._run(redis, [batch[i][:2] for i in unknown], sha=False)
-                for i, reply in zip(unknown, again, strict=True):
-                    replies[i] = reply
+            try:
+                replies = await redis.evalsha(_HIT_ALL_SHA, len(keys), *keys, *ttls)
+            except NoScriptError:
+                replies = await redis.eval(_HIT_ALL, len(keys), *keys, *ttls)
         except Exception as exc:
             for *_, count in batch:
                 if not count.done():  # its request may be gone (the client hung up)
                     count.set_exception(exc)
             return
         for (*_, count), reply in zip(batch, replies, strict=True):
-            if count.done():
-                continue
-            if isinstance(reply, Exception):
-                count.set_exception(reply)
-            else:
-                count.set_result(int(cast(int, reply)))
-
-    @staticmethod
-    async def _run(redis: Redis, hits: list[tuple[str, int]], *, sha: bool) -> list[object]:
-        async with redis.pipeline(transaction=False) as pipe:
-            for key, ttl in hits:
-                if sha:
-                    pipe.evalsha(_HIT_SHA, 1, key, ttl)
-                else:
-                    pipe.eval(_HIT, 1, key, ttl)
-            return list(await pipe.execute(raise_on_error=False))
+            if not count.done():
+                count.set_result(int(reply))
 
 
 class LocalWindow:

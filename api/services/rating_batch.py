@@ -71,6 +71,7 @@ class RatingBatcher:
         self.max_calls = max_calls  # calls at the database at once
         self._waiting: list[Waiting] = []
         self._calls: set[asyncio.Task[None]] = set()
+        self._starting = False  # a call is about to take what is waiting: no other is needed
 
     async def rate(self, rating: NewRating, bursts: Bursts) -> Rated:
         """Stores ``rating`` with the others waiting, or tells why not; raises what the call
@@ -78,15 +79,20 @@ class RatingBatcher:
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[Rated] = loop.create_future()
         self._waiting.append((rating, bursts, answer))
-        if len(self._calls) < self.max_calls:
+        if not self._starting and len(self._calls) < self.max_calls:
+            self._starting = True
             call = loop.create_task(self._drain())
             self._calls.add(call)
             call.add_done_callback(self._calls.discard)
-        # The rating is stored whether or not its request is still waiting for the answer.
-        return await asyncio.shield(answer)
+        # The rating is stored whether or not its request is still waiting for the answer (a
+        # cancelled wait cancels only ``answer``, which the call then leaves alone).
+        return await answer
 
     async def _drain(self) -> None:
-        await asyncio.sleep(0)  # the ratings that arrive in this turn of the loop join in
+        try:
+            await asyncio.sleep(0)  # the ratings that arrive in this turn of the loop join in
+        finally:
+            self._starting = False
         while self._waiting:
             batch, self._waiting = self._waiting[: self.max_batch], self._waiting[self.max_batch :]
             try:
