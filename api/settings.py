@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,6 +86,11 @@ class Settings(BaseSettings):
     # ends it in every worker at once (published), and within this bound without Redis.
     session_cache_seconds: float = 10.0
     db_pool_max: int = 20  # PostgreSQL connections per worker (a rating holds one per transaction)
+    # Calls of stored ratings (api/services/rating_batch.py) a worker has at the database at once;
+    # the ratings arriving meanwhile go together in the next call. One suits PostgreSQL on the
+    # web workers' cores: a second backend busy at the same time takes CPU from the worker that
+    # feeds it. Raise it when PostgreSQL has cores of its own.
+    rating_calls: int = Field(default=1, ge=1, le=64)
     # --- end the scan path ---
     # Content security (api/services/moderation.py): longest wait for a WeChat verdict before the
     # text or photo is held for a person instead.

@@ -14,6 +14,7 @@ from api import clock
 from api.models import Case, CaseClock, CaseIntake, Citizen, Evaluation
 from api.services import lifecycle, rating_batch
 from api.services.context import Services
+from api.services.rating_store import Bursts, NewRating, Rated
 from api.settings import ROOT
 from api.sla.policy import load_policy
 from api.workers.runner import intake_once
@@ -184,3 +185,28 @@ async def test_the_case_is_opened_as_things_stood_when_it_was_rated(
     case = await Case.get(ticket_no=ticket).prefetch_related("handling_unit")
     assert case.from_public_supervisor and case.sla_profile == "default"
     assert case.handling_unit.code == "4301"  # one level up, as a supervisor's 差评 goes
+
+
+async def test_a_rating_right_after_a_call_ends_starts_the_next_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With one call allowed at a time, a rating that arrives as the call ends (in the same turn
+    of the loop that hands out its answers) is not left waiting for a call that has finished."""
+    answered: list[int] = []
+
+    async def stored(ratings: Any) -> list[Rated]:
+        answered.append(len(ratings))
+        return [Rated("stored", id=len(answered)) for _ in ratings]
+
+    monkeypatch.setattr(rating_batch, "rate_many", stored)
+    batcher = rating_batch.RatingBatcher(max_calls=1)
+    now = clock.now()
+    rating = NewRating("CARD", 1, 5, {}, {}, "", False, None, "default", now, now)
+    bursts = Bursts(now, 0, 10.0, now, 0, 60.0)
+
+    async def one_after_the_other() -> tuple[Rated, Rated]:
+        first = await batcher.rate(rating, bursts)
+        return first, await batcher.rate(rating, bursts)  # in the turn the first was answered
+
+    first, second = await asyncio.wait_for(one_after_the_other(), timeout=5)
+    assert (first.id, second.id, answered) == (1, 2, [1, 1])

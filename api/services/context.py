@@ -153,6 +153,7 @@ def build_context(settings: Settings, redis: Redis) -> Services:
     return Services(
         settings=settings,
         redis=redis,
+        ratings=RatingBatcher(max_calls=settings.rating_calls),
         policy=policy,
         profiles=profiles,
         wechat=WeChatGateway(

@@ -10,8 +10,8 @@ it gets that error and none of them is stored (one transaction), as a single rat
 A citizen this worker does not remember yet is read in the same call: the rating comes with its
 session's token hash, and the answer tells whose session it is.
 
-A worker holds one batcher (``Services.ratings``); a handful of calls may be at the database at
-once, so one slow call does not hold back the ratings behind it.
+A worker holds one batcher (``Services.ratings``) with up to ``rating_calls`` calls at the
+database at once (settings: one, for PostgreSQL on the same cores as the web worker).
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ async def rate_many(ratings: Sequence[tuple[NewRating, Bursts]]) -> list[Rated]:
 
 
 class RatingBatcher:
-    def __init__(self, *, max_batch: int = 64, max_calls: int = 8) -> None:
+    def __init__(self, *, max_batch: int = 64, max_calls: int = 1) -> None:
         self.max_batch = max_batch
         self.max_calls = max_calls  # calls at the database at once
         self._waiting: list[Waiting] = []
@@ -90,18 +90,24 @@ class RatingBatcher:
 
     async def _drain(self) -> None:
         try:
-            await asyncio.sleep(0)  # the ratings that arrive in this turn of the loop join in
-        finally:
-            self._starting = False
-        while self._waiting:
-            batch, self._waiting = self._waiting[: self.max_batch], self._waiting[self.max_batch :]
             try:
-                answers = await rate_many([(r, b) for r, b, _ in batch])
-            except Exception as exc:
-                for *_, answer in batch:
+                await asyncio.sleep(0)  # the ratings that arrive in this turn of the loop join in
+            finally:
+                self._starting = False
+            while self._waiting:
+                batch = self._waiting[: self.max_batch]
+                self._waiting = self._waiting[self.max_batch :]
+                try:
+                    answers = await rate_many([(r, b) for r, b, _ in batch])
+                except Exception as exc:
+                    for *_, answer in batch:
+                        if not answer.done():
+                            answer.set_exception(exc)
+                    continue
+                for (*_, answer), one in zip(batch, answers, strict=True):
                     if not answer.done():
-                        answer.set_exception(exc)
-                continue
-            for (*_, answer), one in zip(batch, answers, strict=True):
-                if not answer.done():
-                    answer.set_result(one)
+                        answer.set_result(one)
+        finally:
+            # Counted out in the same step that found nothing waiting: a rating added after it
+            # starts a call of its own (the done callback would come a turn of the loop late).
+            self._calls.discard(asyncio.current_task())  # type: ignore[arg-type]
