@@ -119,7 +119,7 @@ def _register_errors(app: Sanic) -> None:
                 f"请求内容过大（不得超过 {limit // (1024 * 1024)} MB）",
                 details={"max_bytes": limit},
             )
-        return _error(413, "payload_too_large", "请求头过大")
+        return _error(413, "payload_too_large", "请求地址或请求头过长")
 
     @app.exception(SanicException)
     async def sanic_error(request: Request, exc: SanicException) -> HTTPResponse:

@@ -26,6 +26,11 @@ from api.services.context import Services
 from api.settings import Settings
 
 COMPLAINTS_PATH = "/api/v1/complaints"
+# The sign-ins take no token: one sent anyway is not who is asking, so they count by address
+# (any made-up token would otherwise be a fresh count of its own).
+SIGN_IN_PATHS = frozenset(
+    {"/api/v1/auth/wechat", "/api/v1/staff/auth/login", "/api/v1/staff/auth/wechat"}
+)
 WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 log = logging.getLogger("pingyi.requests")
 
@@ -56,8 +61,9 @@ def _token(request: Request) -> str | None:
 
 
 def caller(request: Request) -> str:
-    """Who is asking: the bearer token's hash (one session), else the client IP."""
-    token = _token(request)
+    """Who is asking: the bearer token's hash (one session), else — and always on a sign-in —
+    the client IP."""
+    token = _token(request) if request.path not in SIGN_IN_PATHS else None
     if token is not None:
         return "t-" + hashlib.sha256(token.encode()).hexdigest()[:40]
     return "ip-" + client_ip(request)

@@ -87,10 +87,10 @@ class Settings(BaseSettings):
     session_cache_seconds: float = 10.0
     db_pool_max: int = 20  # PostgreSQL connections per worker (a rating holds one per transaction)
     # Calls of stored ratings (api/services/rating_batch.py) a worker has at the database at once;
-    # the ratings arriving meanwhile go together in the next call. One suits PostgreSQL on the
-    # web workers' cores: a second backend busy at the same time takes CPU from the worker that
-    # feeds it. Raise it when PostgreSQL has cores of its own.
-    rating_calls: int = Field(default=1, ge=1, le=64)
+    # the ratings arriving meanwhile go together in the next call. Fewer calls make larger lots,
+    # and a lot's statement costs more per rating past a few dozen ratings: with one call at a
+    # time under full load the lots fill up (64) and PostgreSQL becomes the bottleneck.
+    rating_calls: int = Field(default=8, ge=1, le=64)
     # --- end the scan path ---
     # Content security (api/services/moderation.py): longest wait for a WeChat verdict before the
     # text or photo is held for a person instead.

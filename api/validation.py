@@ -57,10 +57,14 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"JSON does not allow {name}")
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     data = dict(pairs)
     if len(data) != len(pairs):
-        raise ValueError("duplicate key")
+        raise _DuplicateKey(next(k for i, (k, _) in enumerate(pairs) if k in dict(pairs[:i])))
     return data
 
 
@@ -85,6 +89,11 @@ def _json_body(request: Request) -> Any:
         return json.loads(
             request.body, parse_constant=_reject_constant, object_pairs_hook=_unique_keys
         )
+    except _DuplicateKey as exc:
+        # Which of the two was meant is not ours to guess: both are refused.
+        raise BadRequest(
+            f"请求体中的字段 {exc.args[0]} 出现了不止一次", code="duplicate_field"
+        ) from exc
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise BadRequest("请求体不是合法的 JSON", code="invalid_json") from exc
 

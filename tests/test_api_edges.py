@@ -198,6 +198,17 @@ NOT_JSON = [
 NOT_AN_OBJECT = [b"[1, 2, 3]", b'[{"level": 5}]', b'"just a string"', b"42", b"null", b"true"]
 
 
+async def test_a_field_given_twice_is_named(edge_client: httpx.AsyncClient) -> None:
+    citizen = await citizen_token(edge_client)
+    res = await edge_client.post(
+        f"/api/v1/cards/{new_card_code()}/evaluations",
+        content=b'{"level": 4, "level": 9}',
+        headers={**JSON_HEADERS, **citizen},
+    )
+    error = assert_error(res, 400, "duplicate_field")
+    assert "level" in error["message"], error
+
+
 async def test_body_that_is_not_a_json_object(edge_client: httpx.AsyncClient) -> None:
     citizen = await citizen_token(edge_client)
     urls = {

@@ -401,3 +401,48 @@ async def test_a_reused_code_after_the_window_is_refused(
     res = await client.post(LOGIN, json={"code": code})
     assert res.status_code == 401 and res.json()["error"]["details"]["errcode"] == 40163
     assert "已被使用" in res.json()["error"]["message"]
+
+
+async def test_a_replayed_code_does_not_hand_out_an_ended_session(
+    client: httpx.AsyncClient, services: Services, wechat_fake: FakeWeChatServer
+) -> None:
+    """Logged out, or refreshed: the code's replay window no longer gives the old token (a dead
+    one, or one about to end, told as good for a week); the code is used up."""
+    code = dev_code("bob")
+    first = (await client.post(LOGIN, json={"code": code})).json()
+    headers = {"Authorization": f"Bearer {first['token']}"}
+    refreshed = await client.post("/api/v1/auth/refresh", headers=headers)
+    assert refreshed.status_code == 200, refreshed.text
+    again = await client.post(LOGIN, json={"code": code})
+    assert again.status_code == 200 and again.json()["token"] == first["token"]
+    assert again.json()["expires_in"] <= services.settings.citizen_refresh_grace_seconds
+    logout = {"Authorization": f"Bearer {refreshed.json()['token']}"}
+    assert (await client.post("/api/v1/auth/logout", headers=logout)).status_code == 200
+    res = await client.post(LOGIN, json={"code": code})
+    assert res.status_code == 401 and res.json()["error"]["details"]["errcode"] == 40163
+    assert wechat_fake.calls["/sns/jscode2session"] == 1
+
+
+async def test_a_made_up_token_does_not_escape_the_sign_in_limit(
+    client: httpx.AsyncClient,
+    services: Services,
+    monkeypatch: pytest.MonkeyPatch,
+    frozen_clock: None,
+) -> None:
+    monkeypatch.setattr(services.settings, "rate_posts_per_minute", 2)
+    answers = [
+        await client.post(
+            LOGIN, json={"code": dev_code(f"m{i}")}, headers={"Authorization": f"Bearer x{i}"}
+        )
+        for i in range(3)
+    ]
+    assert [a.status_code for a in answers] == [200, 200, 429], [a.text for a in answers]
+
+
+async def test_a_401_is_not_kept_for_its_key(client: httpx.AsyncClient, services: Services) -> None:
+    world = await make_world()
+    path = f"/api/v1/cards/{world.card.code}/evaluations"
+    headers = keyed({"Authorization": "Bearer not-a-session"}, "rate-with-a-dead-token")
+    for _ in range(2):
+        res = await client.post(path, json={"level": 5}, headers=headers)
+        assert res.status_code == 401 and "Idempotent-Replayed" not in res.headers, res.text

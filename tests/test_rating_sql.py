@@ -236,3 +236,18 @@ async def test_an_invalid_session_is_told_before_an_invalid_body(
     res = await client.post(path, json={"level": 4, "comment": "态度很好"}, headers=forged)
     assert res.status_code == 401, res.text
     assert await Evaluation.all().count() == 0
+
+
+async def test_an_invalid_session_is_told_before_a_malformed_card_code(
+    client: httpx.AsyncClient, services: Services
+) -> None:
+    await make_world()
+    await _unread(services)
+    forged = {"Authorization": "Bearer not-a-session-at-all"}
+    for code in ("XYZ", "A" * 20, "%20", "..%2F..%2Fetc"):
+        res = await rate(client, code, forged)
+        assert res.status_code == 401 and res.json()["error"]["code"] == "token_invalid", res.text
+    good = await citizen_token(client, "shape")
+    await _unread(services)
+    res = await rate(client, "XYZ", good)
+    assert res.status_code == 404 and res.json()["error"]["code"] == "card_not_found", res.text

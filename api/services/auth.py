@@ -120,10 +120,9 @@ async def login_citizen(services: Services, code: str) -> IssuedToken:
         return cached
     try:
         issued = await _login_upstream(services, code)
-        expires_at = clock.now().timestamp() + issued.expires_in
         await services.redis.set(
             key,
-            json.dumps({"token": issued.token, "expires_at": expires_at}),
+            json.dumps({"token": issued.token}),
             ex=services.settings.login_code_replay_seconds,
         )
         return issued
@@ -133,12 +132,21 @@ async def login_citizen(services: Services, code: str) -> IssuedToken:
 
 
 async def cached_token(services: Services, key: str) -> IssuedToken | None:
+    """The token the code's first use got, told with its session's own expiry. A session ended
+    since (logout, or refreshed and past its grace) is not handed out again: the code is then
+    used up, as WeChat itself would answer (40163)."""
     raw = await services.redis.get(key)
     if raw is None:
         return None
-    cached = json.loads(raw)
-    expires_in = max(0, int(cached["expires_at"] - clock.now().timestamp()))
-    return IssuedToken(token=str(cached["token"]), expires_in=expires_in)
+    token = str(json.loads(raw)["token"])
+    session = await AuthSession.get_or_none(token_hash=token_hash(token), kind="citizen")
+    now = clock.now()
+    if session is None or session.revoked_at is not None or session.expires_at <= now:
+        raise Unauthorized(
+            _CODE_ERRORS[40163], code="wechat_code_invalid", details={"errcode": 40163}
+        )
+    expires_in = max(0, int((session.expires_at - now).total_seconds()))
+    return IssuedToken(token=token, expires_in=expires_in)
 
 
 async def wait_for_first(services: Services, key: str) -> IssuedToken | None:

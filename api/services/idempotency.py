@@ -3,7 +3,8 @@
 A key lives in Redis for ``idempotency_ttl`` (24 h), scoped by the caller, method and path. While
 the first request runs, a short lock (SET NX) holds the key: a retry then gets 409, never a second
 run. The body's hash is kept beside the answer, so the same key with another body is refused.
-Only 2xx and 4xx answers are stored (429 excepted): a 5xx or a rate limit may be retried.
+Only 2xx and 4xx answers are stored (401 and 429 excepted): a 5xx, a rate limit or a sign-in
+that was not valid may be retried.
 """
 
 from __future__ import annotations
@@ -113,7 +114,9 @@ async def _load(services: Services, record_key: str, fingerprint: str) -> Stored
 
 
 def storable(status: int) -> bool:
-    return 200 <= status < 500 and status != 429
+    """2xx and 4xx answers, but not 429 (a retry may pass later) nor 401 (the session was not
+    valid: the answer is the caller's, not the request's, and is not kept for 24 h)."""
+    return 200 <= status < 500 and status not in (401, 429)
 
 
 async def finish(services: Services, claim: Claim, answer: Stored | None) -> None:

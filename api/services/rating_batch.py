@@ -11,7 +11,7 @@ A citizen this worker does not remember yet is read in the same call: the rating
 session's token hash, and the answer tells whose session it is.
 
 A worker holds one batcher (``Services.ratings``) with up to ``rating_calls`` calls at the
-database at once (settings: one, for PostgreSQL on the same cores as the web worker).
+database at once (settings, 8), so one slow call does not hold back the ratings behind it.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ async def rate_many(ratings: Sequence[tuple[NewRating, Bursts]]) -> list[Rated]:
 
 
 class RatingBatcher:
-    def __init__(self, *, max_batch: int = 64, max_calls: int = 1) -> None:
+    def __init__(self, *, max_batch: int = 64, max_calls: int = 8) -> None:
         self.max_batch = max_batch
         self.max_calls = max_calls  # calls at the database at once
         self._waiting: list[Waiting] = []

@@ -92,6 +92,7 @@ async def store(
     is read in the rating's own call: 401 if the session is no longer valid."""
     normalized = normalize_card_code(unquote(code))
     if not normalized:
+        await auth.read_citizen(services, citizen)  # an invalid session is told first (401)
         raise NotFound("未找到该评议卡，请核对二维码", code="card_not_found")
     for _ in range(TICKET_DRAWS):
         ticket_no = lifecycle.new_ticket_no(now) if opens_case else None
