@@ -22,7 +22,7 @@ RATE_CORE_FUNCTION = _0002.RATE_CORE_FUNCTION.replace(*_UNDECIDED)
 RATE_FUNCTION = (
     "\nCREATE OR REPLACE FUNCTION pingyi_rate("
     + _0002.RATE_SIGNATURE
-    + f"""LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $fn$
+    + f"""LANGUAGE plpgsql SET plan_cache_mode = force_custom_plan AS $fn$
 BEGIN
     PERFORM pg_advisory_xact_lock({CITIZEN_LOCK}, p_citizen);
     PERFORM pg_advisory_xact_lock({OFFICER_LOCK}, k.officer_id) FROM card k WHERE k.code = p_code;
@@ -46,9 +46,11 @@ $fn$
 # (p_citizens NULL, p_sessions the hash): the call reads the session, so the rating costs one
 # round trip, and tells whose it is (to be remembered) or 'token_invalid' (an unknown, revoked
 # or expired session: nothing stored). Answers in call order.
-# Both functions run their statements on generic plans (plan_cache_mode): the plans do not
-# depend on the values (every lookup is by an index on the rating's own keys), and planning the
-# lot's statement anew on each call costs more than running it for a handful of ratings.
+# Both functions plan their statements for each call (plan_cache_mode), with the call's values and
+# the tables' sizes as they are then. A plan kept from an early call, made while the evaluation
+# table was small or its statistics stale, counted a burst by scanning every recent rating through
+# the created_at index, for each rating of every later call; planned afresh, the counts take the
+# citizen's and the officer's own indexes.
 RATE_MANY_FUNCTION = f"""
 DROP FUNCTION IF EXISTS pingyi_rate_many(text[], integer[], smallint[], text[], text[], text[],
     boolean[], timestamptz[], timestamptz[], text[], text, timestamptz[], integer,
@@ -63,7 +65,7 @@ CREATE OR REPLACE FUNCTION pingyi_rate_many(
 RETURNS TABLE (outcome text, rating_id integer, card_ref integer, officer_ref integer,
                last_rated_at timestamptz, citizen_ref integer, citizen_openid text,
                session_expires_at timestamptz)
-LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $fn$
+LANGUAGE plpgsql SET plan_cache_mode = force_custom_plan AS $fn$
 DECLARE
     n constant integer := coalesce(cardinality(p_codes), 0);
     r record;
