@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -65,7 +64,7 @@ def caller(request: Request) -> str:
     the client IP."""
     token = _token(request) if request.path not in SIGN_IN_PATHS else None
     if token is not None:
-        return "t-" + hashlib.sha256(token.encode()).hexdigest()[:40]
+        return "t-" + auth.token_hash(token)[:40]
     return "ip-" + client_ip(request)
 
 

@@ -109,6 +109,15 @@ def parse_json(request: Request, model: type[M]) -> M:
 def validate(model: type[M], data: Any) -> M:
     try:
         return model.model_validate(data)
+    except UnicodeEncodeError as exc:  # a lone surrogate (\ud800) in a key: no text at all
+        raise ValidationFailed(
+            "请求体含无法识别的字符",
+            details={
+                "fields": [
+                    {"field": "body", "reason": "含无效的 Unicode 字符", "type": "string_unicode"}
+                ]
+            },
+        ) from exc
     except ValidationError as exc:
         errors = _field_errors(exc)
         names = sorted({e["field"] for e in errors})

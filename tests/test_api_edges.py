@@ -209,6 +209,23 @@ async def test_a_field_given_twice_is_named(edge_client: httpx.AsyncClient) -> N
     assert "level" in error["message"], error
 
 
+async def test_a_token_or_a_key_that_is_not_text_is_a_4xx(edge_client: httpx.AsyncClient) -> None:
+    path = f"/api/v1/cards/{new_card_code()}/evaluations"
+    for raw in (b"Bearer \xe9\xe9", b"Bearer \xff"):
+        for url in (path, "/api/v1/auth/logout", "/api/v1/uploads"):
+            res = await edge_client.post(
+                url, content=b'{"level": 4}', headers={**JSON_HEADERS, "Authorization": raw}
+            )
+            assert_error(res, 401, "token_invalid")
+    citizen = await citizen_token(edge_client)
+    lone = b'{"level": 4, "dimensions": {"\\ud800": 3}}'
+    res = await edge_client.post(path, content=lone, headers={**JSON_HEADERS, **citizen})
+    assert_error(res, 422, "validation_failed")
+    forged = {"Authorization": "Bearer not-a-session"}
+    res = await edge_client.post(path, content=lone, headers={**JSON_HEADERS, **forged})
+    assert_error(res, 401, "token_invalid")
+
+
 async def test_body_that_is_not_a_json_object(edge_client: httpx.AsyncClient) -> None:
     citizen = await citizen_token(edge_client)
     urls = {

@@ -44,7 +44,8 @@ class IssuedToken:
 
 
 def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+    # A header's bytes that are not UTF-8 arrive as surrogates: hashed as the bytes they were.
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 async def _issue(
