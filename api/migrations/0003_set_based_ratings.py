@@ -35,6 +35,26 @@ END
 $fn$
 """)
 
+
+def _reason(rule: str, count: str) -> str:
+    """A burst flag's reason (``officer`` or ``citizen``), as pingyi_rate_core writes it."""
+    return (
+        f"jsonb_build_object('code', '{rule}_burst', 'count', {count}, "
+        f"'minutes', p_{rule}_minutes, 'threshold', p_{rule}_threshold)"
+    )
+
+
+def _flag_earlier(rule: str, whose: str) -> str:
+    """Flags the earlier ratings of the burst rating ``r`` completed (``whose``: the officer's or
+    the citizen's), those not flagged for the rule yet and not decided by a reviewer."""
+    return f"""UPDATE evaluation e
+            SET flag_reasons = e.flag_reasons || jsonb_build_array({_reason(rule, f"r.{rule}_n")}),
+                flagged = TRUE, flag_status = 'pending', flagged_at = COALESCE(e.flagged_at, r.now)
+            WHERE {whose} AND e.created_at > r.{rule}_since AND e.id <> r.id
+              AND e.flag_status NOT IN ('confirmed', 'cleared')
+              AND NOT e.flag_reasons @> '[{{"code": "{rule}_burst"}}]';"""
+
+
 # Several ratings in one call, set-based. Every lock first (citizens, then officers, each by id).
 # Then one statement, with a snapshot taken after the locks, checks and stores every rating that
 # shares no citizen, no officer and no ticket number with an earlier rating of the call: those
@@ -139,14 +159,10 @@ BEGIN
     ), flagged AS (
         SELECT c.*,
                CASE WHEN p_officer_threshold > 0 AND c.officer_n >= p_officer_threshold
-                    THEN jsonb_build_array(jsonb_build_object(
-                        'code', 'officer_burst', 'count', c.officer_n,
-                        'minutes', p_officer_minutes, 'threshold', p_officer_threshold))
+                    THEN jsonb_build_array({_reason("officer", "c.officer_n")})
                     ELSE '[]'::jsonb END
                || CASE WHEN p_citizen_threshold > 0 AND c.citizen_n >= p_citizen_threshold
-                    THEN jsonb_build_array(jsonb_build_object(
-                        'code', 'citizen_burst', 'count', c.citizen_n,
-                        'minutes', p_citizen_minutes, 'threshold', p_citizen_threshold))
+                    THEN jsonb_build_array({_reason("citizen", "c.citizen_n")})
                     ELSE '[]'::jsonb END AS reasons
         FROM checked c
     ), stored AS (
@@ -191,25 +207,11 @@ BEGIN
         END IF;
         IF r.result = 'stored' AND p_officer_threshold > 0
            AND r.officer_n = p_officer_threshold THEN
-            UPDATE evaluation e
-            SET flag_reasons = e.flag_reasons || jsonb_build_array(jsonb_build_object(
-                    'code', 'officer_burst', 'count', r.officer_n, 'minutes', p_officer_minutes,
-                    'threshold', p_officer_threshold)),
-                flagged = TRUE, flag_status = 'pending', flagged_at = COALESCE(e.flagged_at, r.now)
-            WHERE e.officer_id = r.officer_id AND e.created_at > r.officer_since AND e.id <> r.id
-              AND e.flag_status NOT IN ('confirmed', 'cleared')
-              AND NOT e.flag_reasons @> '[{{"code": "officer_burst"}}]';
+            {_flag_earlier("officer", "e.officer_id = r.officer_id")}
         END IF;
         IF r.result = 'stored' AND p_citizen_threshold > 0
            AND r.citizen_n = p_citizen_threshold AND NOT r.known THEN
-            UPDATE evaluation e
-            SET flag_reasons = e.flag_reasons || jsonb_build_array(jsonb_build_object(
-                    'code', 'citizen_burst', 'count', r.citizen_n, 'minutes', p_citizen_minutes,
-                    'threshold', p_citizen_threshold)),
-                flagged = TRUE, flag_status = 'pending', flagged_at = COALESCE(e.flagged_at, r.now)
-            WHERE e.citizen_id = r.citizen AND e.created_at > r.citizen_since AND e.id <> r.id
-              AND e.flag_status NOT IN ('confirmed', 'cleared')
-              AND NOT e.flag_reasons @> '[{{"code": "citizen_burst"}}]';
+            {_flag_earlier("citizen", "e.citizen_id = r.citizen")}
         END IF;
     END LOOP;
     FOR i IN SELECT x FROM unnest(v_later) x ORDER BY x LOOP

@@ -36,16 +36,16 @@ async def rate(
 ) -> dict[str, Any]:
     """A plain rating on PostgreSQL reads a session not read yet in its own call; one with a
     comment or an encounter code, or on SQLite, reads it first."""
+    has_comment = bool(body.comment.strip())
     citizen = who
-    if body.comment.strip() or body.encounter_code or not db.is_postgres():
+    if has_comment or body.encounter_code or not db.is_postgres():
         citizen = await auth.read_citizen(services, who)
     screening = moderation.Screening()  # most ratings carry no comment: nothing to ask WeChat
-    if body.comment.strip():
-        identity = await auth.read_citizen(services, citizen)  # read above: no query
+    if has_comment and isinstance(citizen, CitizenIdentity):  # read just above
         await active_card(code)  # an unknown or revoked card is told before WeChat is asked
         # Content security first, outside the transaction (no lock waits on WeChat).
         screening = await moderation.screen_texts(
-            services, identity, {"comment": body.comment}, scene=moderation.SCENE_COMMENT
+            services, citizen, {"comment": body.comment}, scene=moderation.SCENE_COMMENT
         )
     now = clock.now()
     # A 差评 opens a follow-up case (DOMAIN.md): its ticket now, the case from its intake row.
